@@ -1,0 +1,42 @@
+# wgangp_fast: `make demo` runs the main job, `make test` the tests. Each sets itself up:
+# a virtual environment in .venv, torch 2.14.1, the package built in place.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.14.1
+# torch guesses CUDA_HOME as /usr/local on this kind of machine; point it at the toolkit.
+ifeq ($(origin CUDA_HOME), undefined)
+ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
+export CUDA_HOME := /usr/local/cuda
+endif
+endif
+export PATH := $(abspath $(BIN)):$(PATH)
+SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
+
+.PHONY: demo test test-cpu test-triton test-gpu build bench gpu-check lint clean
+
+$(BIN)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip setuptools wheel
+	$(BIN)/pip install "$(TORCH_SPEC)"
+	$(BIN)/pip install ninja pytest pytest-benchmark scipy scikit-learn matplotlib tqdm psutil ctgan ruff
+	touch $@
+
+$(BIN)/.built: $(BIN)/.deps $(SOURCES)
+	$(BIN)/pip install --no-build-isolation --no-deps -e .
+	touch $@
+
+build: $(BIN)/.built
+
+test: build
+	$(BIN)/python -m pytest tests -m "not triton_interp" -q
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest tests -m triton_interp -q
+
+demo: build
+	$(BIN)/python examples/quick_demo.py
+
+lint: $(BIN)/.deps
+	$(BIN)/ruff check wgangp_fast tests benchmarks examples
+
+clean:
+	rm -rf build *.egg-info wgangp_fast/*.so $(BIN)/.built

@@ -1,0 +1,46 @@
+// The dispatcher: schemas of the wgangp_fast kernel ops and their CPU registrations.
+//
+// These four ops are the kernel-level contract every compiled backend implements (see DESIGN.md).
+// The CUDA implementations live in a separate extension (wgangp_fast._C_cuda, csrc/cuda) that
+// registers the CUDA dispatch key for the same schemas, so a machine without a CUDA toolkit still
+// gets a working CPU build. Autograd, argument checking and backend choice are in Python
+// (wgangp_fast/ops.py); these ops are pure functions of their inputs.
+#include <Python.h>
+#include <torch/library.h>
+
+#include "cpu/kernels.h"
+
+extern "C" {
+// Importing wgangp_fast._C runs the static registrations below; the module itself is empty.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(wgangp_fast, m) {
+  // x[i] = alpha[i // (pac*D)] * real[i] + (1 - alpha[...]) * fake[i]; alpha holds M values in
+  // the accumulation dtype (float32, or float64 for float64 inputs).
+  m.def("interpolate_kernel(Tensor real, Tensor fake, Tensor alpha, int pac) -> Tensor");
+  // Returns (d_real, d_fake, d_alpha); d_alpha is in alpha's dtype.
+  m.def(
+      "interpolate_backward_kernel(Tensor grad, Tensor real, Tensor fake, Tensor alpha, int pac)"
+      " -> (Tensor, Tensor, Tensor)");
+  // Returns (out, norms): out is 0-d for reduction 1 (mean) and 2 (sum), [M] for 0 (none);
+  // norms is [M] in the accumulation dtype.
+  m.def(
+      "penalty_forward_kernel(Tensor grads, Tensor? weight, int pac, float target, bool one_sided,"
+      " float eps, float input_scale, int reduction, float scale) -> (Tensor, Tensor)");
+  // d grads for upstream gradients of out (grad_out) and, optionally, of norms (grad_norms).
+  m.def(
+      "penalty_backward_kernel(Tensor grad_out, Tensor? grad_norms, Tensor grads, Tensor norms,"
+      " Tensor? weight, int pac, float target, bool one_sided, float input_scale, int reduction,"
+      " float scale) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(wgangp_fast, CPU, m) {
+  m.impl("interpolate_kernel", &wgangp_fast::cpu::interpolate);
+  m.impl("interpolate_backward_kernel", &wgangp_fast::cpu::interpolate_backward);
+  m.impl("penalty_forward_kernel", &wgangp_fast::cpu::penalty_forward);
+  m.impl("penalty_backward_kernel", &wgangp_fast::cpu::penalty_backward);
+}

@@ -1,0 +1,28 @@
+"""wgangp_fast: fused, autograd-aware gradient-penalty ops for PyTorch.
+
+    from wgangp_fast import gradient_penalty
+    gp = gradient_penalty(critic, real, fake, lambda_gp=10.0, pac=1)
+"""
+
+from . import ops as _ops  # noqa: F401  (registers the torch.library ops)
+from .backends import available_backends, backend_status
+from .ops import gradient_norm_penalty, interpolate
+from .penalty import (
+    WassersteinGPLoss,
+    calc_gradient_penalty,
+    gradient_penalty,
+    input_gradients,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "WassersteinGPLoss",
+    "available_backends",
+    "backend_status",
+    "calc_gradient_penalty",
+    "gradient_norm_penalty",
+    "gradient_penalty",
+    "input_gradients",
+    "interpolate",
+]

@@ -1,0 +1,98 @@
+"""The drop-in: the whole gradient penalty of a critic in one call, and wrappers with the
+signatures of the code it replaces (CTGAN's `calc_gradient_penalty`, seed 003's loss class)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import _validate as V
+from .ops import gradient_norm_penalty, interpolate
+
+
+def _first(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def input_gradients(critic, x: Tensor, *inputs, scaler=None):
+    """(critic output, d critic / d x with create_graph=True, the factor that unscales it).
+
+    With an enabled AMP GradScaler the output is scaled before autograd.grad (so fp16 gradients do
+    not underflow) and the returned factor is 1/scale, to be folded into the penalty's input_scale
+    (PyTorch's AMP recipe for gradient penalties).
+    """
+    if not x.requires_grad:
+        x.requires_grad_(True)
+    out = _first(critic(x, *inputs))
+    if not isinstance(out, Tensor):
+        raise TypeError(f"critic must return a Tensor (or a tuple whose first element is one), "
+                        f"got {type(out).__name__}")
+    inv_scale = 1.0
+    target = out
+    if scaler is not None and scaler.is_enabled():
+        target = scaler.scale(out)
+        inv_scale = 1.0 / float(scaler.get_scale())
+    (grads,) = torch.autograd.grad(outputs=target, inputs=x, grad_outputs=torch.ones_like(target),
+                                   create_graph=True, retain_graph=True)
+    return out, grads, inv_scale
+
+
+def gradient_penalty(critic, real: Tensor, fake: Tensor, *inputs, lambda_gp: float = 10.0,
+                     pac: int = 1, alpha: Optional[Tensor] = None,
+                     generator: Optional[torch.Generator] = None, target: float = 1.0,
+                     one_sided: bool = False, eps: float = 0.0, scaler=None,
+                     weight: Optional[Tensor] = None, reduction: str = "mean",
+                     backend: str = "auto") -> Tensor:
+    """lambda_gp * mean_j (||grad_x critic(x_hat)[group j]|| - target)^2 on interpolates x_hat.
+
+    The drop-in for the seed codes' gradient_penalty: draws one alpha per group of `pac` samples
+    exactly as they do (same RNG use, same value), calls `critic(x_hat, *inputs)` (the first
+    element if it returns a tuple), differentiates with create_graph=True and applies the fused
+    penalty. Works with separate `pen.backward(retain_graph=True); loss.backward()` calls and with
+    one backward of the sum. Pass the AMP `scaler` when training with a GradScaler.
+    """
+    if not callable(critic):
+        raise TypeError(f"critic must be callable (an nn.Module), got {type(critic).__name__}")
+    lambda_gp = V.finite("lambda_gp", lambda_gp)
+    x_hat = interpolate(real, fake, alpha, pac=pac, generator=generator, backend=backend)
+    _, grads, inv_scale = input_gradients(critic, x_hat, *inputs, scaler=scaler)
+    return gradient_norm_penalty(grads, pac=pac, target=target, one_sided=one_sided, eps=eps,
+                                 input_scale=inv_scale, weight=weight, reduction=reduction,
+                                 scale=lambda_gp, backend=backend)
+
+
+def calc_gradient_penalty(discriminator, real_data: Tensor, fake_data: Tensor, device="cpu",
+                          pac: int = 10, lambda_: float = 10.0, *, backend: str = "auto") -> Tensor:
+    """CTGAN's `Discriminator.calc_gradient_penalty(real_data, fake_data, device, pac, lambda_)`.
+
+    `device` is accepted for signature compatibility; alpha is drawn where real_data lives, which is
+    where CTGAN draws it in practice.
+    """
+    return gradient_penalty(discriminator, real_data, fake_data, lambda_gp=lambda_, pac=pac,
+                            backend=backend)
+
+
+class WassersteinGPLoss:
+    """Seed-003-style loss object: `critic_loss(D, real, fake)` -> (loss, info dict)."""
+
+    def __init__(self, lambda_gp: float = 10.0, *, pac: int = 1, backend: str = "auto"):
+        self.lambda_gp = V.finite("lambda_gp", lambda_gp)
+        self.pac = pac
+        self.backend = backend
+
+    def critic_loss(self, critic, real: Tensor, fake: Tensor, device=None, *inputs):
+        """-(E[D(real)] - E[D(fake)]) + GP, and a dict of wasserstein, gp, d_real, d_fake floats."""
+        d_real = _first(critic(real, *inputs)).mean()
+        d_fake = _first(critic(fake, *inputs)).mean()
+        wasserstein = d_real - d_fake
+        gp = gradient_penalty(critic, real, fake, *inputs, lambda_gp=self.lambda_gp, pac=self.pac,
+                              backend=self.backend)
+        loss = -wasserstein + gp
+        return loss, {"wasserstein": wasserstein.item(), "gp": gp.item(),
+                      "d_real": d_real.item(), "d_fake": d_fake.item()}
+
+    @staticmethod
+    def generator_loss(d_fake: Tensor) -> Tensor:
+        return -d_fake.mean()
