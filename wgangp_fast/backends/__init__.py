@@ -122,6 +122,8 @@ def _usable(name: str, device: torch.device) -> str:
     raise AssertionError(name)
 
 
+# Under torch.compile the choice is made once, at trace time, and baked into the graph.
+@torch.compiler.assume_constant_result
 def resolve(backend, device: torch.device) -> str:
     """The concrete backend for tensors on `device`: checks an explicit choice, picks for "auto"."""
     if backend is None:
