@@ -39,28 +39,72 @@ def input_gradients(critic, x: Tensor, *inputs, scaler=None):
     return out, grads, inv_scale
 
 
-def gradient_penalty(critic, real: Tensor, fake: Tensor, *inputs, lambda_gp: float = 10.0,
-                     pac: int = 1, alpha: Optional[Tensor] = None,
-                     generator: Optional[torch.Generator] = None, target: float = 1.0,
-                     one_sided: bool = False, eps: float = 0.0, scaler=None,
-                     weight: Optional[Tensor] = None, reduction: str = "mean",
-                     backend: str = "auto") -> Tensor:
-    """lambda_gp * mean_j (||grad_x critic(x_hat)[group j]|| - target)^2 on interpolates x_hat.
+KINDS = ("wgan-gp", "wgan-lp", "r1", "r2", "dragan")
 
-    The drop-in for the seed codes' gradient_penalty: draws one alpha per group of `pac` samples
-    exactly as they do (same RNG use, same value), calls `critic(x_hat, *inputs)` (the first
-    element if it returns a tuple), differentiates with create_graph=True and applies the fused
-    penalty. Works with separate `pen.backward(retain_graph=True); loss.backward()` calls and with
-    one backward of the sum. Pass the AMP `scaler` when training with a GradScaler.
+
+def penalty_points(kind: str, real: Optional[Tensor], fake: Optional[Tensor], *,
+                   pac: int = 1, alpha: Optional[Tensor] = None,
+                   generator: Optional[torch.Generator] = None, dragan_c: float = 0.5,
+                   backend: str = "auto") -> Tensor:
+    """Where each kind of penalty evaluates the critic's gradient.
+
+    wgan-gp / wgan-lp: interpolates of real and fake (one alpha per group of `pac` samples);
+    r1: the real samples; r2: the fake samples; dragan: interpolates between the real samples and a
+    perturbation real + dragan_c * std(real) * U[0, 1) (Kodali et al.), drawn before alpha.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
+    if kind in ("r1", "dragan") or kind.startswith("wgan"):
+        V.tensor("real", real)
+    if kind == "r2" or kind.startswith("wgan"):
+        V.tensor("fake", fake)
+    if kind == "r1":
+        return real.detach().requires_grad_(True)
+    if kind == "r2":
+        return fake.detach().requires_grad_(True)
+    if kind == "dragan":
+        dragan_c = V.finite("dragan_c", dragan_c, minimum=0.0)
+        noise = torch.rand(real.shape, device=real.device, dtype=real.dtype, generator=generator)
+        perturbed = real + dragan_c * real.std() * noise
+        return interpolate(perturbed, real, alpha, pac=pac, generator=generator, backend=backend)
+    return interpolate(real, fake, alpha, pac=pac, generator=generator, backend=backend)
+
+
+def gradient_penalty(critic, real: Optional[Tensor], fake: Optional[Tensor], *inputs,
+                     lambda_gp: float = 10.0, pac: int = 1, kind: str = "wgan-gp",
+                     alpha: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
+                     target: Optional[float] = None, one_sided: Optional[bool] = None,
+                     eps: float = 0.0, scaler=None, weight: Optional[Tensor] = None,
+                     reduction: str = "mean", dragan_c: float = 0.5,
+                     backend: str = "auto") -> Tensor:
+    """lambda_gp * mean_j (||grad_x critic(x)[group j]|| - target)^2 at the points of `kind`.
+
+    The drop-in for the seed codes' gradient_penalty (kind "wgan-gp", the default): draws one alpha
+    per group of `pac` samples exactly as they do (same RNG use, same value), calls
+    `critic(x_hat, *inputs)` (the first element if it returns a tuple), differentiates with
+    create_graph=True and applies the fused penalty. Works with separate
+    `pen.backward(retain_graph=True); loss.backward()` calls and with one backward of the sum.
+    Pass the AMP `scaler` when training with a GradScaler.
+
+    Other kinds: "wgan-lp" (one-sided, Petzka et al.), "r1" / "r2" (zero-centred on real / fake
+    samples, Mescheder et al.: lambda_gp is gamma and the result is gamma/2 * E||grad||^2),
+    "dragan" (perturbed real samples, target 1). `target` and `one_sided` default to the kind's.
     """
     if not callable(critic):
         raise TypeError(f"critic must be callable (an nn.Module), got {type(critic).__name__}")
     lambda_gp = V.finite("lambda_gp", lambda_gp)
-    x_hat = interpolate(real, fake, alpha, pac=pac, generator=generator, backend=backend)
-    _, grads, inv_scale = input_gradients(critic, x_hat, *inputs, scaler=scaler)
+    zero_centred = kind in ("r1", "r2")
+    x = penalty_points(kind, real, fake, pac=pac, alpha=alpha, generator=generator,
+                       dragan_c=dragan_c, backend=backend)
+    if target is None:
+        target = 0.0 if zero_centred else 1.0
+    if one_sided is None:
+        one_sided = kind == "wgan-lp"
+    _, grads, inv_scale = input_gradients(critic, x, *inputs, scaler=scaler)
     return gradient_norm_penalty(grads, pac=pac, target=target, one_sided=one_sided, eps=eps,
                                  input_scale=inv_scale, weight=weight, reduction=reduction,
-                                 scale=lambda_gp, backend=backend)
+                                 scale=lambda_gp / 2 if zero_centred else lambda_gp,
+                                 backend=backend)
 
 
 def calc_gradient_penalty(discriminator, real_data: Tensor, fake_data: Tensor, device="cpu",

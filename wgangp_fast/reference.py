@@ -84,3 +84,33 @@ def gradient_norm_penalty(grads: Tensor, pac: int = 1, target: float = 1.0,
     if reduction == "sum":
         return scale * phi.sum()
     return scale * phi.mean()
+
+
+def _input_grad(critic, x, *inputs):
+    out = _first(critic(x, *inputs))
+    return torch.autograd.grad(outputs=out, inputs=x, grad_outputs=torch.ones_like(out),
+                               create_graph=True, retain_graph=True)[0]
+
+
+def r1_penalty(critic, x: Tensor, *inputs, gamma: float = 10.0) -> Tensor:
+    """R1 (on real samples) or R2 (on fake samples): gamma/2 * E ||grad_x D(x)||^2."""
+    x = x.detach().requires_grad_(True)
+    g = _input_grad(critic, x, *inputs)
+    return gamma / 2 * g.reshape(g.shape[0], -1).square().sum(1).mean()
+
+
+def lp_penalty(critic, real: Tensor, fake: Tensor, *inputs, lambda_gp: float = 10.0) -> Tensor:
+    """WGAN-LP: lambda * E max(0, ||grad|| - 1)^2 on per-sample interpolates."""
+    alpha = torch.rand(real.size(0), *([1] * (real.dim() - 1)), device=real.device)
+    x = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    g = _input_grad(critic, x, *inputs)
+    return lambda_gp * (torch.clamp(g.reshape(g.shape[0], -1).norm(2, dim=1) - 1, min=0) ** 2).mean()
+
+
+def dragan_penalty(critic, real: Tensor, *inputs, lambda_gp: float = 10.0, c: float = 0.5) -> Tensor:
+    """DRAGAN: x_p = x + c * std(x) * U[0,1); x_hat = x + alpha (x_p - x); lambda E(||grad|| - 1)^2."""
+    x_p = real + c * real.std() * torch.rand(real.shape, device=real.device, dtype=real.dtype)
+    alpha = torch.rand(real.size(0), *([1] * (real.dim() - 1)), device=real.device)
+    x = (real + alpha * (x_p - real)).requires_grad_(True)
+    g = _input_grad(critic, x, *inputs)
+    return lambda_gp * ((g.reshape(g.shape[0], -1).norm(2, dim=1) - 1) ** 2).mean()
