@@ -19,9 +19,10 @@ def _first(out):
 def input_gradients(critic, x: Tensor, *inputs, scaler=None):
     """(critic output, d critic / d x with create_graph=True, the factor that unscales it).
 
-    With an enabled AMP GradScaler the output is scaled before autograd.grad (so fp16 gradients do
-    not underflow) and the returned factor is 1/scale, to be folded into the penalty's input_scale
-    (PyTorch's AMP recipe for gradient penalties).
+    With an enabled AMP GradScaler of scale S, the gradient is taken of S * mean(output) in float32
+    and the returned factor is N / S, to be folded into the penalty's input_scale (PyTorch's AMP
+    recipe for gradient penalties). The mean matters: the scaler tunes S for mean-reduced losses,
+    and a per-sample gradient of S itself overflows float16 at the default S = 2^16.
     """
     if not x.requires_grad:
         x.requires_grad_(True)
@@ -29,14 +30,14 @@ def input_gradients(critic, x: Tensor, *inputs, scaler=None):
     if not isinstance(out, Tensor):
         raise TypeError(f"critic must return a Tensor (or a tuple whose first element is one), "
                         f"got {type(out).__name__}")
-    inv_scale = 1.0
-    target = out
     if scaler is not None and scaler.is_enabled():
-        target = scaler.scale(out)
-        inv_scale = 1.0 / float(scaler.get_scale())
-    (grads,) = torch.autograd.grad(outputs=target, inputs=x, grad_outputs=torch.ones_like(target),
+        n = x.shape[0]
+        (grads,) = torch.autograd.grad(outputs=scaler.scale(out.float().sum() / n), inputs=x,
+                                       create_graph=True, retain_graph=True)
+        return out, grads, n / float(scaler.get_scale())
+    (grads,) = torch.autograd.grad(outputs=out, inputs=x, grad_outputs=torch.ones_like(out),
                                    create_graph=True, retain_graph=True)
-    return out, grads, inv_scale
+    return out, grads, 1.0
 
 
 KINDS = ("wgan-gp", "wgan-lp", "r1", "r2", "dragan")
