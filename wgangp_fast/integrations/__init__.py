@@ -1,0 +1,35 @@
+"""Drop the fused penalty into existing training code.
+
+- `wgangp_fast.integrations.ctgan`: `patch()` / `unpatch()` / `patched()` for CTGAN's
+  Discriminator (the package itself is imported only when you patch).
+- `patch_method(cls)` / `unpatch_method(cls)`: the same for any class whose
+  `calc_gradient_penalty(self, real_data, fake_data, device, pac, lambda_)` computes CTGAN's penalty.
+- `wgangp_fast.integrations.seeds`: `compute_gradient_penalty`, `gradient_penalty` and
+  `WassersteinGANLoss` with the seed codes' signatures.
+"""
+
+from __future__ import annotations
+
+from . import ctgan, generic, seeds
+from .generic import (
+    IncompatibleSignatureError,
+    PatchHandle,
+    fused_calc_gradient_penalty,
+    is_patched,
+    patch_method,
+    patched_method,
+    unpatch_method,
+)
+
+__all__ = [
+    "IncompatibleSignatureError",
+    "PatchHandle",
+    "ctgan",
+    "fused_calc_gradient_penalty",
+    "generic",
+    "is_patched",
+    "patch_method",
+    "patched_method",
+    "seeds",
+    "unpatch_method",
+]

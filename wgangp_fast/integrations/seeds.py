@@ -1,0 +1,70 @@
+"""Drop-ins with the signatures of the seed codes' penalty functions, on the fused ops.
+
+- `compute_gradient_penalty(critic, real, fake, device)`: seed 002's function, the unscaled mean
+  of (||grad|| - 1)^2 (the caller multiplies by gp_lambda).
+- `gradient_penalty(D, real_data, fake_data, device, lambda_gp=10)`: seed 003's, scaled.
+- `WassersteinGANLoss(lambda_gp=10)`: seed 003's loss object, `critic_loss(D, real_data,
+  fake_data, device)` -> (loss, info dict) and `generator_loss(d_fake)`.
+
+Each draws one alpha per sample as the seeds do (`torch.rand(B, 1, 1, 1, device=device)`: the
+same B values as `torch.rand(B, device=device)`, from the RNG of the `device` argument) and moves
+it to the data, so for the same RNG state it returns the seed's value up to float rounding. The
+seeds' alpha shape broadcasts per sample only for 4-D [B, C, H, W] batches, the case they are
+written for; these drop-ins treat every rank per sample.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+from torch import Tensor
+
+from .. import _validate as V
+from ..penalty import gradient_penalty as _fused_penalty
+
+__all__ = ["WassersteinGANLoss", "compute_gradient_penalty", "gradient_penalty"]
+
+
+def _seed_penalty(critic, real: Tensor, fake: Tensor, device, lambda_gp) -> Tensor:
+    V.pair(real, fake)
+    alpha = torch.rand(real.shape[0], device=device)
+    return _fused_penalty(critic, real, fake, lambda_gp=lambda_gp,
+                          alpha=alpha.to(real.device))
+
+
+def compute_gradient_penalty(critic, real: Tensor, fake: Tensor, device) -> Tensor:
+    """Seed 002: mean over samples of (||d critic(x_hat) / d x_hat|| - 1)^2, not scaled."""
+    return _seed_penalty(critic, real, fake, device, 1.0)
+
+
+def gradient_penalty(D, real_data: Tensor, fake_data: Tensor, device,
+                     lambda_gp: float = 10) -> Tensor:
+    """Seed 003: lambda_gp * mean over samples of (||d D(x_hat) / d x_hat|| - 1)^2."""
+    return _seed_penalty(D, real_data, fake_data, device, lambda_gp)
+
+
+class WassersteinGANLoss:
+    """Seed 003's WGAN-GP loss object with the fused penalty inside."""
+
+    def __init__(self, lambda_gp: float = 10):
+        V.finite("lambda_gp", lambda_gp)
+        self.lambda_gp = lambda_gp
+
+    def critic_loss(self, D, real_data: Tensor, fake_data: Tensor,
+                    device) -> Tuple[Tensor, Dict[str, float]]:
+        """-(E[D(real)] - E[D(fake)]) + GP, and the seed's dict of floats."""
+        d_real = D(real_data)
+        d_fake = D(fake_data)
+        wasserstein_distance = d_real.mean() - d_fake.mean()
+        gp = gradient_penalty(D, real_data, fake_data, device, self.lambda_gp)
+        loss = -wasserstein_distance + gp
+        return loss, {
+            "wasserstein": wasserstein_distance.item(),
+            "gp": gp.item(),
+            "d_real": d_real.mean().item(),
+            "d_fake": d_fake.mean().item(),
+        }
+
+    def generator_loss(self, d_fake: Tensor) -> Tensor:
+        return -d_fake.mean()
