@@ -80,10 +80,15 @@ def test_interpolate_forward_and_backward(backend, dtype, shape, pac):
 @pytest.mark.parametrize("params", PENALTY_PARAMS, ids=penalty_param_id)
 def test_penalty_forward_and_backward(backend, dtype, shape, pac, params):
     n = _n(pac)
-    # Scale the gradients so group norms straddle the targets (both signs of u_j occur).
+    # Group norms spread from about 0.2 to 2.2, so they straddle every target of PENALTY_PARAMS
+    # and the one-sided clip is active for some groups and not for others.
     d = pac * torch.Size(shape).numel()
-    grads = batch(n, shape, dtype, seed=4, scale=1.2 / d ** 0.5 * pac ** 0.5)
     m = n // pac
+    spread = torch.linspace(0.2, 2.2, m, dtype=torch.float64).repeat_interleave(pac)
+    grads = batch(n, shape, torch.float64, seed=4)
+    grads = grads / grads.reshape(m, -1).norm(dim=1).repeat_interleave(pac).reshape(
+        n, *([1] * len(shape))) * spread.reshape(n, *([1] * len(shape))).to(DEVICE)
+    grads = grads.to(dtype)
     kw = _kwargs(params, m)
     g64 = grads.double().clone().requires_grad_()
     expected = R.gradient_norm_penalty(g64, pac=pac, **kw)
