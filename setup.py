@@ -62,6 +62,22 @@ def _set_arch_list():
     os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
 
 
+def _cuda_targets():
+    """The GPU code nvcc will emit, as one identifier (e.g. sm80_sm90_ptx90: SASS for sm_80 and
+    sm_90, PTX for compute_90), compiled into wgangp_fast._C_cuda for the build test to check."""
+    try:
+        flags = cpp_extension._get_cuda_arch_flags()
+    except Exception:  # a private helper of torch: its absence must not break the build
+        return "unknown"
+    targets = set()
+    for flag in flags:
+        code = flag.rpartition("code=")[2]
+        kind, _, arch = code.partition("_")
+        if kind in ("sm", "compute") and arch:
+            targets.add(("sm" if kind == "sm" else "ptx") + arch)
+    return "_".join(sorted(targets)) or "unknown"
+
+
 def _cxx_flags():
     # -fopenmp: at::parallel_for is header code that needs OpenMP to run in parallel; the
     # libgomp.so.1 it links is the one torch has already loaded.
@@ -82,16 +98,19 @@ def _extensions():
     reason = _why_no_cuda()
     if reason is None:
         _set_arch_list()
-        cuda_sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / CSRC / "cuda").glob("*.c*"))
+        cuda_dir = ROOT / CSRC / "cuda"
+        cuda_sources = sorted(str(p.relative_to(ROOT)) for pattern in ("*.cu", "*.cpp")
+                              for p in cuda_dir.glob(pattern))
         if cuda_sources:
             exts.append(
                 cpp_extension.CUDAExtension(
                     "wgangp_fast._C_cuda",
                     cuda_sources,
                     extra_compile_args={
-                        "cxx": ["-O3"],
+                        "cxx": ["-O3", f"-DWGANGP_FAST_CUDA_TARGETS={_cuda_targets()}"],
                         "nvcc": ["-O3", "--expt-relaxed-constexpr", "-lineinfo"],
                     },
+                    depends=sorted(str(p.relative_to(ROOT)) for p in cuda_dir.glob("*.cuh")),
                 )
             )
         else:

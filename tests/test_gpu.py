@@ -1,0 +1,525 @@
+"""The GPU backends (cuda, triton) on CUDA tensors against the float64 plain-autograd reference
+(wgangp_fast.reference) computed from the same rounded inputs: every dtype, odd shapes, pac, every
+penalty parameter, zero gradients, gradcheck/gradgradcheck, opcheck, bitwise repeatability,
+non-contiguous and misaligned inputs, one huge group and many small ones, more than 2^31
+elements, streams, CUDA graphs and no host synchronisation. Skipped without a CUDA device."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import wgangp_fast
+from wgangp_fast import reference as R
+
+from .cases import DTYPES, PACS, PENALTY_PARAMS, penalty_param_id, tol
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+DEV = torch.device("cuda")
+# Per-sample shapes: [N, D] with D in {1, 7, 1023, 4097}, and [N, C, H, W].
+SHAPES = [(1,), (7,), (1023,), (4097,), (3, 5, 7), (3, 32, 32)]
+
+
+def _gpu_backends(names=("cuda", "triton")):
+    params = []
+    for name in names:
+        marks = []
+        if torch.cuda.is_available() and name not in wgangp_fast.available_backends():
+            marks.append(pytest.mark.skip(
+                reason=f"backend {name}: {wgangp_fast.backend_status()[name]}"))
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+BACKENDS = _gpu_backends()
+CUDA_ONLY = _gpu_backends(("cuda",))
+DTYPE = [pytest.param(dt, id=str(dt).replace("torch.", "")) for dt in DTYPES]
+
+
+def acc_of(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def rand(shape, dtype, seed, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype).to(DEV)
+
+
+def uniform(m, seed, low=0.0, high=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(m, generator=g, dtype=torch.float64) * (high - low) + low).to(DEV)
+
+
+def ref_norms(grads64, pac, eps=0.0, input_scale=1.0):
+    m = grads64.shape[0] // pac
+    return torch.sqrt((grads64.reshape(m, -1) * input_scale).square().sum(1) + eps)
+
+
+def close(got, expected, dtype, scale=1.0):
+    atol, rtol = tol(dtype)["atol"], tol(dtype)["rtol"]
+    torch.testing.assert_close(got.double(), expected.double(), atol=atol * scale,
+                               rtol=rtol * scale)
+
+
+def penalty_grads(n, shape, dtype, pac, seed):
+    """Gradients scaled so that group norms straddle the targets (both signs of u_j occur)."""
+    d = pac * torch.Size(shape).numel()
+    return rand((n, *shape), dtype, seed, scale=1.2 / d ** 0.5 * pac ** 0.5)
+
+
+def misaligned(t, offset=1):
+    """A contiguous copy of t whose data pointer is `offset` elements past an allocation start
+    (so not 16-byte aligned for offset * itemsize % 16 != 0)."""
+    buf = torch.empty(t.numel() + offset, dtype=t.dtype, device=t.device)
+    view = buf[offset:].view(t.shape)
+    view.copy_(t)
+    assert view.is_contiguous() and view.data_ptr() % 16 != 0
+    return view
+
+
+# ---------------------------------------------------------------------------------------------
+# The matrix: dtypes x shapes x pac x parameters, forward and backward, against float64
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPE)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("pac", PACS)
+@pytest.mark.parametrize("groups", [1, 3])
+def test_interpolate_matches_reference(backend, dtype, shape, pac, groups):
+    n = pac * groups
+    real, fake = rand((n, *shape), dtype, 0), rand((n, *shape), dtype, 1)
+    alpha = uniform(groups, 2)
+    r64, f64 = real.double().requires_grad_(), fake.double().requires_grad_()
+    a64 = alpha.clone().requires_grad_()
+    expected = R.interpolate(r64, f64, a64, pac)
+
+    r, f = real.clone().requires_grad_(), fake.clone().requires_grad_()
+    a = alpha.to(acc_of(dtype)).requires_grad_()
+    got = wgangp_fast.interpolate(r, f, a, pac=pac, backend=backend)
+    assert got.dtype == dtype and got.shape == real.shape and got.is_cuda
+    close(got, expected.detach(), dtype)
+
+    g = rand((n, *shape), dtype, 3)
+    got.backward(g)
+    expected.backward(g.double())
+    close(r.grad, r64.grad, dtype)
+    close(f.grad, f64.grad, dtype)
+    group = pac * torch.Size(shape).numel()
+    atol, rtol = tol(dtype)["atol"], tol(dtype)["rtol"]
+    torch.testing.assert_close(a.grad.double(), a64.grad, atol=atol * group ** 0.5 * 4,
+                               rtol=rtol * 4)
+
+
+def _penalty_kwargs(params, m, dtype):
+    kw = dict(params)
+    if kw.pop("weight", False):
+        kw["weight"] = uniform(m, 5, 0.5, 1.5).float().to(dtype)
+    return kw
+
+
+def _check_penalty(backend, dtype, shape, pac, groups, params):
+    n = pac * groups
+    grads = penalty_grads(n, shape, dtype, pac, seed=4)
+    kw64 = _penalty_kwargs(params, groups, torch.float64)
+    g64 = grads.double().requires_grad_()
+    expected = R.gradient_norm_penalty(g64, pac=pac, **kw64)
+    norms64 = ref_norms(g64.detach(), pac, kw64.get("eps", 0.0), kw64.get("input_scale", 1.0))
+
+    g = grads.clone().requires_grad_()
+    kw = _penalty_kwargs(params, groups, torch.float32)
+    got, norms = wgangp_fast.gradient_norm_penalty(g, pac=pac, backend=backend,
+                                                   return_norms=True, **kw)
+    assert got.dtype == dtype and got.shape == expected.shape and got.is_cuda
+    assert norms.dtype == acc_of(dtype) and norms.shape == (groups,)
+    close(got, expected.detach(), dtype)
+    close(norms, norms64, acc_of(dtype))
+
+    up = torch.linspace(0.5, 1.5, expected.numel(), dtype=torch.float64, device=DEV)
+    up = up.reshape(expected.shape)
+    expected.backward(up)
+    got.backward(up.to(dtype))
+    assert torch.isfinite(g.grad).all()
+    close(g.grad, g64.grad, dtype, scale=4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPE)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("pac", PACS)
+@pytest.mark.parametrize("groups", [1, 3])
+def test_penalty_matches_reference(backend, dtype, shape, pac, groups):
+    _check_penalty(backend, dtype, shape, pac, groups, {})
+
+
+# Every parameter, each on a layout that takes a different kernel path: many 8-lane groups, warp
+# groups, block groups, and one group split over several blocks.
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPE)
+@pytest.mark.parametrize("shape,pac,groups", [((7,), 2, 40), ((1023,), 1, 5), ((4097,), 2, 3),
+                                              ((3, 32, 32), 10, 1)], ids=str)
+@pytest.mark.parametrize("params", [p for p in PENALTY_PARAMS if p], ids=penalty_param_id)
+def test_penalty_parameters_match_reference(backend, dtype, shape, pac, groups, params):
+    _check_penalty(backend, dtype, shape, pac, groups, params)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPE)
+@pytest.mark.parametrize("pac", PACS)
+def test_gradient_through_the_norms_output(backend, dtype, pac):
+    n = 3 * pac
+    grads = penalty_grads(n, (33,), dtype, pac, seed=6)
+    g64 = grads.double().requires_grad_()
+    out64 = R.gradient_norm_penalty(g64, pac=pac, target=0.5)
+    n64 = ref_norms(g64, pac)
+    w = uniform(3, 7, -1.0, 1.0)
+    (out64 + (n64 * w).sum()).backward()
+
+    g = grads.clone().requires_grad_()
+    out, norms = wgangp_fast.gradient_norm_penalty(g, pac=pac, target=0.5, backend=backend,
+                                                   return_norms=True)
+    (out.to(norms.dtype) + (norms * w.to(norms.dtype)).sum()).backward()
+    close(g.grad, g64.grad, dtype, scale=4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPE)
+@pytest.mark.parametrize("pac", PACS)
+@pytest.mark.parametrize("kw", [{"eps": 0.0}, {"eps": 1e-6}, {"one_sided": True},
+                                {"reduction": "none", "target": 0.0}], ids=str)
+def test_zero_gradients_give_finite_zero_subgradient(backend, dtype, pac, kw):
+    grads = torch.zeros(2 * pac, 4, 3, dtype=dtype, device=DEV, requires_grad=True)
+    out = wgangp_fast.gradient_norm_penalty(grads, pac=pac, backend=backend, **kw)
+    g64 = torch.zeros(2 * pac, 4, 3, dtype=torch.float64, device=DEV, requires_grad=True)
+    expected = R.gradient_norm_penalty(g64, pac=pac, **kw)
+    assert torch.isfinite(out).all()
+    close(out, expected.detach(), dtype)
+    out.sum().backward()
+    assert torch.isfinite(grads.grad).all()
+    assert torch.count_nonzero(grads.grad) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Autograd and torch.library checks in float64 on CUDA
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pac", [1, 2])
+def test_gradcheck_and_gradgradcheck(backend, pac):
+    n = 2 * pac
+    real = rand((n, 3), torch.float64, 10).requires_grad_()
+    fake = rand((n, 3), torch.float64, 11).requires_grad_()
+    alpha = uniform(n // pac, 12).requires_grad_()
+
+    def interp(r, f, a):
+        return wgangp_fast.interpolate(r, f, a, pac=pac, backend=backend)
+
+    assert torch.autograd.gradcheck(interp, (real, fake, alpha))
+    assert torch.autograd.gradgradcheck(interp, (real, fake, alpha))
+
+    grads = rand((n, 4), torch.float64, 13).requires_grad_()
+    weight = uniform(n // pac, 14, 0.5, 1.5).requires_grad_()
+    for kw in ({}, {"target": 0.3, "one_sided": True}, {"eps": 0.1, "input_scale": 2.0},
+               {"reduction": "none", "target": 0.0}, {"reduction": "sum", "scale": 3.0}):
+        def pen(g, w, kw=kw):
+            return wgangp_fast.gradient_norm_penalty(g, pac=pac, weight=w, backend=backend, **kw)
+
+        assert torch.autograd.gradcheck(pen, (grads, weight))
+        assert torch.autograd.gradgradcheck(pen, (grads, weight))
+
+    def pen_norms(g):
+        return wgangp_fast.gradient_norm_penalty(g, pac=pac, backend=backend, return_norms=True)
+
+    assert torch.autograd.gradcheck(pen_norms, (grads,))
+    assert torch.autograd.gradgradcheck(pen_norms, (grads,))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_opcheck_registered_ops(backend):
+    ops = torch.ops.wgangp_fast
+    real = rand((4, 5), torch.float32, 20).requires_grad_()
+    fake = rand((4, 5), torch.float32, 21)
+    alpha = uniform(2, 22).float().requires_grad_()
+    torch.library.opcheck(ops.interpolate, (real, fake, alpha, 2, backend))
+    grad = rand((4, 5), torch.float32, 23)
+    torch.library.opcheck(ops.interpolate_backward,
+                          (grad, real.detach(), fake, alpha.detach(), 2, backend))
+    grads = rand((4, 5), torch.float32, 24).requires_grad_()
+    weight = uniform(2, 25, 0.5, 1.5).float()
+    for red in (0, 1, 2):
+        torch.library.opcheck(ops.gradient_norm_penalty,
+                              (grads, weight, 2, 1.0, False, 0.0, 1.0, red, 10.0, backend))
+    out, norms = ops.gradient_norm_penalty(grads.detach(), None, 2, 1.0, False, 0.0, 1.0, 1, 1.0,
+                                           backend)
+    torch.library.opcheck(ops.gradient_norm_penalty_backward,
+                          (torch.ones_like(out), None, grads.detach(), norms, None, 2, 1.0, False,
+                           1.0, 1, 1.0, backend))
+
+
+@pytest.mark.parametrize("dtype", DTYPE)
+def test_opcheck_cuda_kernel_ops(dtype):
+    if "cuda" not in wgangp_fast.available_backends():
+        pytest.skip(f"backend cuda: {wgangp_fast.backend_status()['cuda']}")
+    ops = torch.ops.wgangp_fast
+    acc = acc_of(dtype)
+    real, fake, grad = (rand((6, 7), dtype, s) for s in (30, 31, 32))
+    alpha = uniform(3, 33).to(acc)
+    torch.library.opcheck(ops.interpolate_kernel, (real, fake, alpha, 2))
+    torch.library.opcheck(ops.interpolate_backward_kernel, (grad, real, fake, alpha, 2))
+    weight = uniform(3, 34, 0.5, 1.5).float()
+    for red in (0, 1, 2):
+        torch.library.opcheck(ops.penalty_forward_kernel,
+                              (grad, weight, 2, 1.0, False, 0.0, 1.0, red, 2.0))
+        out, norms = ops.penalty_forward_kernel(grad, weight, 2, 1.0, False, 0.0, 1.0, red, 2.0)
+        torch.library.opcheck(ops.penalty_backward_kernel,
+                              (torch.ones_like(out), norms * 0.5, grad, norms, weight, 2, 1.0,
+                               False, 1.0, red, 2.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism, layouts, sizes
+# ---------------------------------------------------------------------------------------------
+
+
+def _round_trip(backend, real, fake, alpha, grads, pac, **kw):
+    """Every output of both ops and their backwards, as a list of tensors. detach() keeps the
+    inputs' storage (and so their alignment); clone() would not."""
+    r = real.detach().requires_grad_()
+    a = alpha.detach().requires_grad_()
+    x = wgangp_fast.interpolate(r, fake, a, pac=pac, backend=backend)
+    x.backward(grads)
+    g = grads.detach().requires_grad_()
+    out, norms = wgangp_fast.gradient_norm_penalty(g, pac=pac, backend=backend,
+                                                   return_norms=True, **kw)
+    (out.sum() + norms.sum()).backward()
+    return [x.detach(), r.grad, a.grad, out.detach(), norms.detach(), g.grad]
+
+
+# (per-sample shape, N, pac, dtype): one huge group split over many blocks, many small groups,
+# medium groups, groups smaller than a 16-byte vector, and G not a multiple of the vector width.
+LAYOUTS = [
+    ((3, 1024, 1024), 1, 1, torch.float32),
+    ((3, 1024, 1024), 1, 1, torch.bfloat16),
+    ((150,), 50_000, 1, torch.float16),
+    ((15,), 50_000, 10, torch.float32),
+    ((3, 64, 64), 64, 1, torch.bfloat16),
+    ((3, 64, 64), 40, 2, torch.float64),
+    ((3,), 1001, 1, torch.float16),
+    ((257,), 999, 3, torch.float32),
+]
+
+
+def _layout_id(layout):
+    shape, n, pac, dtype = layout
+    return f"{n}x{'x'.join(map(str, shape))}-pac{pac}-{str(dtype).replace('torch.', '')}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layout", LAYOUTS, ids=_layout_id)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_repeated_calls_are_bitwise_identical(backend, layout, reduction):
+    shape, n, pac, dtype = layout
+    real, fake = rand((n, *shape), dtype, 40), rand((n, *shape), dtype, 41)
+    grads = penalty_grads(n, shape, dtype, pac, seed=42)
+    alpha = uniform(n // pac, 43).to(acc_of(dtype))
+    first = _round_trip(backend, real, fake, alpha, grads, pac, reduction=reduction)
+    second = _round_trip(backend, real, fake, alpha, grads, pac, reduction=reduction)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layout", LAYOUTS, ids=_layout_id)
+def test_large_layouts_match_reference(backend, layout):
+    shape, n, pac, dtype = layout
+    m = n // pac
+    group = pac * torch.Size(shape).numel()
+    real, fake = rand((n, *shape), dtype, 50), rand((n, *shape), dtype, 51)
+    grads = penalty_grads(n, shape, dtype, pac, seed=52)
+    alpha = uniform(m, 53)
+    weight = uniform(m, 54, 0.5, 1.5).float().double()  # float32 values, exact in both
+    x, d_real, d_alpha, out, norms, d_grads = _round_trip(
+        backend, real, fake, alpha.to(acc_of(dtype)), grads, pac, target=0.8,
+        weight=weight.float())
+
+    r64, a64 = real.double().requires_grad_(), alpha.clone().requires_grad_()
+    x64 = R.interpolate(r64, fake.double(), a64, pac)
+    x64.backward(grads.double())
+    g64 = grads.double().requires_grad_()
+    out64 = R.gradient_norm_penalty(g64, pac=pac, target=0.8, weight=weight)
+    n64 = ref_norms(g64, pac)
+    (out64 + n64.sum()).backward()
+
+    close(x, x64.detach(), dtype)
+    close(d_real, r64.grad, dtype)
+    atol, rtol = tol(dtype)["atol"], tol(dtype)["rtol"]
+    torch.testing.assert_close(d_alpha.double(), a64.grad, atol=atol * group ** 0.5 * 4,
+                               rtol=rtol * 4)
+    close(out, out64.detach(), dtype)
+    close(norms, n64.detach(), acc_of(dtype), scale=10)
+    close(d_grads, g64.grad, dtype, scale=4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPE)
+@pytest.mark.parametrize("shape,pac", [((1,), 1), ((7,), 2), ((1023,), 10), ((3, 33, 31), 1)],
+                         ids=str)
+def test_misaligned_and_non_contiguous_inputs(backend, dtype, shape, pac):
+    n = 3 * pac
+    real, fake = rand((n, *shape), dtype, 60), rand((n, *shape), dtype, 61)
+    grads = penalty_grads(n, shape, dtype, pac, seed=62)
+    alpha = uniform(3, 63).to(acc_of(dtype))
+    aligned = _round_trip(backend, real, fake, alpha, grads, pac, reduction="none")
+
+    # Offsets of one and three elements: misaligned pointers, differently from each other.
+    mis = _round_trip(backend, misaligned(real, 1), misaligned(fake, 3), alpha,
+                      misaligned(grads, 1), pac, reduction="none")
+    # Elementwise results do not depend on the load width; sums may add in another order.
+    names = ["x", "d_real", "d_alpha", "out", "norms", "d_grads"]
+    for name, a, b in zip(names, aligned, mis):
+        if backend == "cuda" and name in ("x", "d_real"):
+            assert torch.equal(a, b), name
+        else:
+            close(b, a, dtype if name != "norms" else acc_of(dtype), scale=4)
+
+    # Non-contiguous views of the same values.
+    t_real = real.transpose(0, -1).contiguous().transpose(0, -1)
+    t_fake = torch.stack([fake, fake], dim=-1)[..., 0]
+    t_grads = grads.transpose(0, -1).contiguous().transpose(0, -1)
+    if real.dim() > 1 and real.shape[-1] > 1:
+        assert not t_real.is_contiguous() and not t_grads.is_contiguous()
+    assert not t_fake.is_contiguous()
+    strided = _round_trip(backend, t_real, t_fake, alpha, t_grads, pac, reduction="none")
+    for name, a, b in zip(names, aligned, strided):
+        if name in ("x", "d_real"):
+            assert torch.equal(a, b), name
+        else:
+            close(b, a, dtype if name != "norms" else acc_of(dtype), scale=4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_more_than_2_31_elements(backend):
+    per_sample = 2 ** 30 + 64  # two samples: 2^31 + 128 elements
+    numel = 2 * per_sample
+    need = 4 * numel * 2 + (2 << 30)  # real, fake, x, d_grads in float16, plus masks
+    free, _ = torch.cuda.mem_get_info()
+    if free < need:
+        pytest.skip(f"needs {need / 2 ** 30:.1f} GiB of free GPU memory, {free / 2 ** 30:.1f} free")
+    torch.cuda.empty_cache()
+    real = torch.ones(2, per_sample, dtype=torch.float16, device=DEV)
+    fake = torch.zeros_like(real)
+    alpha = torch.tensor([0.25, 0.75], device=DEV)
+    x = wgangp_fast.interpolate(real, fake, alpha, pac=1, backend=backend)
+    del real, fake
+    assert bool((x[0] == 0.25).all()) and bool((x[1] == 0.75).all())
+    # A marker past element 2^31 that a 32-bit index would drop or misplace.
+    x[1, -1] = 1000.0
+    s = 2.0 ** -12
+    x.requires_grad_()
+    out, norms = wgangp_fast.gradient_norm_penalty(x, pac=1, target=0.0, input_scale=s,
+                                                   reduction="none", backend=backend,
+                                                   return_norms=True)
+    sq0 = per_sample * 0.25 ** 2
+    sq1 = (per_sample - 1) * 0.75 ** 2 + 1000.0 ** 2
+    expected = torch.tensor([sq0, sq1], dtype=torch.float64).mul(s * s).sqrt()
+    # The marker moves the second norm by 8e-4 relative; float32 sums stay within 1e-5.
+    torch.testing.assert_close(norms.double().cpu(), expected, atol=0, rtol=1e-5)
+    torch.testing.assert_close(out.double().cpu(), expected.square(), atol=0, rtol=2e-3)
+    # With target 0, d x = upstream * 2 s^2 * x exactly (powers of two): x / 1024 here.
+    out.backward(torch.full((2,), 2.0 ** 13, dtype=torch.float16, device=DEV))
+    d = x.grad
+    assert float(d[1, -1]) == 1000.0 / 1024
+    assert bool((d[1, :-1] == 0.75 / 1024).all()) and bool((d[0] == 0.25 / 1024).all())
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams, graphs, synchronisation, devices, errors (cuda backend)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", CUDA_ONLY)
+def test_runs_on_the_current_stream(backend):
+    real, fake = rand((64, 3, 32, 32), torch.float32, 70), rand((64, 3, 32, 32), torch.float32, 71)
+    grads = penalty_grads(64, (3, 32, 32), torch.float32, 1, seed=72)
+    alpha = uniform(64, 73).float()
+    expected = _round_trip(backend, real, fake, alpha, grads, 1)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        got = _round_trip(backend, real, fake, alpha, grads, 1)
+    torch.cuda.current_stream().wait_stream(side)
+    for a, b in zip(expected, got):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", CUDA_ONLY)
+def test_forward_and_backward_do_not_synchronise(backend):
+    grads = penalty_grads(20, (3, 16, 16), torch.float16, 2, seed=80).requires_grad_()
+    real, fake = rand((20, 48), torch.float16, 81), rand((20, 48), torch.float16, 82)
+    alpha = uniform(10, 83).float().requires_grad_()
+    weight = uniform(10, 84, 0.5, 1.5).float()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = wgangp_fast.gradient_norm_penalty(grads, pac=2, weight=weight, backend=backend)
+        out.backward()
+        x = wgangp_fast.interpolate(real, fake, alpha, pac=2, backend=backend)
+        x.backward(torch.ones_like(x))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(grads.grad).all() and torch.isfinite(alpha.grad).all()
+
+
+@pytest.mark.parametrize("backend", CUDA_ONLY)
+@pytest.mark.parametrize("shape,n", [((3, 256, 256), 1), ((150,), 4096)], ids=str)
+def test_cuda_graph_capture_and_replay(backend, shape, n):
+    static = penalty_grads(n, shape, torch.float32, 1, seed=90)
+    other = penalty_grads(n, shape, torch.float32, 1, seed=91)
+
+    def step():
+        return wgangp_fast.gradient_norm_penalty(static, backend=backend, return_norms=True)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, norms = step()
+    static.copy_(other)
+    graph.replay()
+    torch.cuda.synchronize()
+    want_out, want_norms = wgangp_fast.gradient_norm_penalty(other, backend=backend,
+                                                             return_norms=True)
+    assert torch.equal(out, want_out) and torch.equal(norms, want_norms)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+@pytest.mark.parametrize("backend", CUDA_ONLY)
+def test_second_device(backend):
+    dev = torch.device("cuda", 1)
+    grads = penalty_grads(8, (100,), torch.float32, 2, seed=95).to(dev)
+    out, norms = wgangp_fast.gradient_norm_penalty(grads, pac=2, backend=backend,
+                                                   return_norms=True)
+    assert out.device == dev and norms.device == dev
+    close(norms, ref_norms(grads.double(), 2), torch.float32)
+
+
+@pytest.mark.parametrize("backend", CUDA_ONLY)
+def test_kernel_ops_reject_mixed_devices_and_wrong_dtypes(backend):
+    ops = torch.ops.wgangp_fast
+    real = rand((4, 3), torch.float32, 96)
+    alpha = uniform(2, 97).float()
+    with pytest.raises(RuntimeError, match="CUDA tensors, got fake on cpu"):
+        ops.interpolate_kernel(real, real.cpu(), alpha, 2)
+    with pytest.raises(RuntimeError, match="accumulation dtype"):
+        ops.interpolate_kernel(real, real, alpha.double(), 2)
+    with pytest.raises(RuntimeError, match="multiple of pac"):
+        ops.penalty_forward_kernel(real, None, 3, 1.0, False, 0.0, 1.0, 1, 1.0)
+    with pytest.raises(RuntimeError, match="weight must hold M=2"):
+        ops.penalty_forward_kernel(real, alpha[:1], 2, 1.0, False, 0.0, 1.0, 1, 1.0)
