@@ -253,7 +253,8 @@ _penalty_backward.register_autograd(_penalty_backward_grad, setup_context=_penal
 
 def _twin(name, forward, setup, backward):
     """An autograd.Function whose forward is `forward` and whose ctx handling and backward are
-    exactly those registered for the torch.library op."""
+    exactly those registered for the torch.library op. It carries the op's name, so a graph's
+    grad_fn reads the same on both paths (e.g. wgangp_fast_gradient_norm_penaltyBackward)."""
 
     def fwd(ctx, *args):
         output = forward(*args)
@@ -266,23 +267,23 @@ def _twin(name, forward, setup, backward):
 
 
 _InterpolateFn = _twin(
-    "_InterpolateFn",
+    "wgangp_fast_interpolate",
     lambda real, fake, alpha, pac, backend: backends.get(backend).interpolate(real, fake, alpha,
                                                                               pac),
     _interpolate_setup, _interpolate_grad)
 _InterpolateBackwardFn = _twin(
-    "_InterpolateBackwardFn",
+    "wgangp_fast_interpolate_backward",
     lambda grad, real, fake, alpha, pac, backend: tuple(
         backends.get(backend).interpolate_backward(grad, real, fake, alpha, pac)),
     _interpolate_backward_setup, _interpolate_backward_grad)
 _PenaltyFn = _twin(
-    "_PenaltyFn",
+    "wgangp_fast_gradient_norm_penalty",
     lambda grads, weight, pac, target, one_sided, eps, input_scale, reduction, scale, backend:
     tuple(backends.get(backend).penalty_forward(grads, weight, pac, target, one_sided, eps,
                                                 input_scale, reduction, scale)),
     _penalty_setup, _penalty_grad)
 _PenaltyBackwardFn = _twin(
-    "_PenaltyBackwardFn",
+    "wgangp_fast_gradient_norm_penalty_backward",
     lambda grad_out, grad_norms, grads, norms, weight, pac, target, one_sided, input_scale,
     reduction, scale, backend: backends.get(backend).penalty_backward(
         grad_out, grad_norms, grads, norms, weight, pac, target, one_sided, input_scale, reduction,
