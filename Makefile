@@ -13,7 +13,7 @@ endif
 export PATH := $(abspath $(BIN)):$(PATH)
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
 
-.PHONY: demo test test-cpu test-triton test-gpu build bench gpu-check lint clean
+.PHONY: demo test build bench gpu-check lint clean
 
 $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,20 @@ test: build
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest tests -m triton_interp -q
 
 demo: build
-	$(BIN)/python examples/quick_demo.py
+	$(BIN)/python -m wgangp_fast train --dataset ring8 --steps 3000 --out runs/demo --threads 1
+
+# pytest-benchmark tables, then the full suite into benchmarks/results (CSV, markdown, chart).
+# BENCH_ARGS passes options to benchmarks/run.py, e.g. BENCH_ARGS="--quick --device cpu".
+BENCH_ARGS ?= --device auto
+bench: build
+	$(BIN)/python -m pytest benchmarks --benchmark-only -q --benchmark-group-by=group \
+		--benchmark-columns=median,iqr,min,rounds --benchmark-sort=name
+	$(BIN)/python benchmarks/run.py --suite all $(BENCH_ARGS)
+
+# On the lent GPU machine: its python3 already holds torch, triton, pytest and ninja (no venv, no
+# network). Builds, runs every test (GPU ones included) and the benchmarks, writes the results.
+gpu-check:
+	bash scripts/gpu_check.sh
 
 lint: $(BIN)/.deps
 	$(BIN)/ruff check wgangp_fast tests benchmarks examples

@@ -1,0 +1,219 @@
+"""Datasets of wgangp_fast.data: the synthetic mixtures, the bundled digits, local image arrays and
+MNIST folders, CSV tables, and the checkpointable batch sampler. Bad files give errors that name the
+path and the problem."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from wgangp_fast import data
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("name,n_modes,std", [("ring8", 8, 0.02), ("grid25", 25, 0.05)])
+def test_mixtures_match_their_definition(name, n_modes, std):
+    ds = data.load_dataset(name)
+    assert ds.centers.shape == (n_modes, 2) and ds.std == std
+    x = ds.sample(20000, _gen()).numpy().astype(np.float64)
+    d = np.sqrt(((x[:, None] - ds.centers[None]) ** 2).sum(-1))
+    nearest = d.argmin(1)
+    resid = x - ds.centers[nearest]
+    assert resid.std() == pytest.approx(std, rel=0.05)
+    counts = np.bincount(nearest, minlength=n_modes)
+    assert counts.min() > 0.7 * len(x) / n_modes
+
+
+def test_mixture_geometry():
+    ring = data.ring8()
+    assert np.allclose(np.linalg.norm(ring.centers, axis=1), 2.0)
+    grid = data.grid25()
+    assert sorted(set(grid.centers[:, 0].round(6))) == [-4, -2, 0, 2, 4]
+
+
+def test_swissroll_is_a_spiral():
+    x = data.SwissRollDataset(noise=0.0).sample(2000, _gen()).numpy()
+    r = np.linalg.norm(x, axis=1) * 7.5
+    assert r.min() >= 1.5 * np.pi - 1e-3 and r.max() <= 4.5 * np.pi + 1e-3
+    assert data.SwissRollDataset().sample(5, _gen()).shape == (5, 2)
+
+
+def test_digits_scaled_and_decoded():
+    ds = data.load_digits()
+    assert ds.data.shape == (1797, 1, 8, 8) and ds.kind == "image"
+    assert ds.data.min() == -1.0 and ds.data.max() == 1.0
+    assert np.allclose(ds.decode(ds.data[:10].numpy()), _sk_digits()[:10].reshape(10, 1, 8, 8))
+    big = data.load_digits(image_size=32)
+    assert big.data.shape == (1797, 1, 32, 32) and big.data.abs().max() <= 1.0
+
+
+def _sk_digits():
+    from sklearn.datasets import load_digits
+
+    return load_digits().images
+
+
+def test_npy_uint8_channels_last(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 256, size=(5, 6, 6, 3), dtype=np.uint8)
+    arr[0, 0, 0, 0], arr[0, 0, 0, 1] = 0, 255
+    path = tmp_path / "imgs.npy"
+    np.save(path, arr)
+    ds = data.load_image_array(str(path))
+    assert ds.data.shape == (5, 3, 6, 6)
+    assert ds.data.min() >= -1 and ds.data.max() <= 1
+    assert np.allclose(ds.decode(ds.data.numpy()), arr.transpose(0, 3, 1, 2), atol=1e-3)
+
+
+def test_npz_needs_a_key_when_ambiguous(tmp_path):
+    path = tmp_path / "two.npz"
+    np.savez(path, a=np.zeros((2, 4, 4)), b=np.linspace(0, 1, 32).reshape(2, 4, 4))
+    with pytest.raises(ValueError, match="several arrays"):
+        data.load_image_array(str(path))
+    ds = data.load_image_array(str(path), key="b")
+    assert ds.data.shape == (2, 1, 4, 4)
+    assert ds.low == 0.0 and ds.high == 1.0
+    with pytest.raises(ValueError, match="no array named 'c'"):
+        data.load_image_array(str(path), key="c")
+    resized = data.load_image_array(str(path), key="b", image_size=8)
+    assert resized.data.shape == (2, 1, 8, 8)
+
+
+def test_bad_image_files_name_the_path(tmp_path):
+    missing = tmp_path / "nope.npy"
+    with pytest.raises(FileNotFoundError, match="nope.npy"):
+        data.load_image_array(str(missing))
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_text("not an array")
+    with pytest.raises(ValueError, match="garbage.npy.*cannot read"):
+        data.load_image_array(str(garbage))
+    flat = tmp_path / "flat.npy"
+    np.save(flat, np.zeros((4, 5)))
+    with pytest.raises(ValueError, match=r"flat.npy.*\[N, H, W\]"):
+        data.load_image_array(str(flat))
+    nan = tmp_path / "nan.npy"
+    np.save(nan, np.full((2, 4, 4), np.nan))
+    with pytest.raises(ValueError, match="NaN"):
+        data.load_image_array(str(nan))
+
+
+def _write_idx(path, images, compress=False):
+    n, h, w = images.shape
+    raw = struct.pack(">IIII", 2051, n, h, w) + images.astype(np.uint8).tobytes()
+    if compress:
+        with gzip.open(path, "wb") as f:
+            f.write(raw)
+    else:
+        path.write_bytes(raw)
+
+
+@pytest.mark.parametrize("compress,sub", [(False, ""), (True, "MNIST/raw")])
+def test_mnist_folder(tmp_path, compress, sub):
+    imgs = np.random.default_rng(1).integers(0, 256, size=(7, 28, 28))
+    folder = tmp_path / sub if sub else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "train-images-idx3-ubyte" + (".gz" if compress else "")
+    _write_idx(folder / name, imgs, compress)
+    ds = data.load_dataset("mnist", str(tmp_path))
+    assert ds.data.shape == (7, 1, 28, 28)
+    assert np.allclose(ds.decode(ds.data.numpy())[:, 0], imgs, atol=1e-3)
+    assert data.load_mnist_folder(str(tmp_path), image_size=32).data.shape == (7, 1, 32, 32)
+
+
+def test_bad_mnist_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no MNIST training images"):
+        data.load_mnist_folder(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="MNIST folder not found"):
+        data.load_mnist_folder(str(tmp_path / "missing"))
+    bad = tmp_path / "train-images-idx3-ubyte"
+    bad.write_bytes(struct.pack(">IIII", 2049, 1, 2, 2) + b"\0" * 4)
+    with pytest.raises(ValueError, match="magic number 2049"):
+        data.load_mnist_folder(str(tmp_path))
+    bad.write_bytes(struct.pack(">IIII", 2051, 3, 2, 2) + b"\0" * 5)
+    with pytest.raises(ValueError, match="truncated"):
+        data.load_mnist_folder(str(tmp_path))
+
+
+CSV = """age,city,income,member
+31,Paris,1200.5,yes
+45,Lyon,2300.0,no
+28,Paris,1800.25,yes
+52,Nice,3100.75,no
+"""
+
+
+def test_csv_round_trip(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(CSV)
+    ds = data.load_tabular_csv(str(path))
+    assert ds.columns == ["age", "city", "income", "member"]
+    assert ds.categories == {"city": ["Lyon", "Nice", "Paris"], "member": ["no", "yes"]}
+    assert ds.data.shape == (4, 1 + 3 + 1 + 2)
+    assert ds.numeric["age"][2] is True and ds.numeric["income"][2] is False
+    assert np.allclose(ds.data[:, 0].mean(), 0, atol=1e-6)
+    assert ds.categorical_spans == [(1, 4), (5, 7)]
+    rows = ds.decode_rows(ds.data.numpy())
+    assert rows[0] == [31, "Paris", pytest.approx(1200.5, abs=1e-3), "yes"]
+    assert rows[3][1:] == ["Nice", pytest.approx(3100.75, abs=1e-3), "no"]
+    out = tmp_path / "back.csv"
+    ds.write_csv(ds.data.numpy(), str(out))
+    assert out.read_text().splitlines()[0] == "age,city,income,member"
+
+
+def test_csv_forced_categorical(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("code,v\n1,0.5\n2,0.7\n1,0.1\n")
+    ds = data.load_tabular_csv(str(path), categorical=["code"])
+    assert ds.categories == {"code": ["1", "2"]}
+    with pytest.raises(ValueError, match="not in the header"):
+        data.load_tabular_csv(str(path), categorical=["nope"])
+
+
+@pytest.mark.parametrize("text,match", [
+    ("a,b\n1,2\n3\n", "line 3 has 1 fields"),
+    ("a,b\n1,x\n,y\n", "numeric column 'a' has an empty cell on line 3"),
+    ("a,b\n", "at least one data row"),
+    ("a,a\n1,2\n", "name every column once"),
+])
+def test_bad_csv_files(tmp_path, text, match):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match) as info:
+        data.load_tabular_csv(str(path))
+    assert "bad.csv" in str(info.value)
+
+
+def test_csv_missing_and_too_many_categories(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        data.load_dataset("csv", str(tmp_path / "missing.csv"))
+    path = tmp_path / "ids.csv"
+    path.write_text("id\n" + "\n".join(f"u{i}" for i in range(60)) + "\n")
+    with pytest.raises(ValueError, match="60 distinct non-numeric"):
+        data.load_tabular_csv(str(path))
+
+
+def test_load_dataset_arguments():
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        data.load_dataset("cifar")
+    with pytest.raises(ValueError, match="needs a path"):
+        data.load_dataset("images")
+
+
+def test_sampler_state_resumes_the_stream():
+    ds = data.load_digits()
+    a = data.BatchSampler(ds, 16, seed=3)
+    a.next()
+    state = a.state_dict()
+    expected = [a.next() for _ in range(3)]
+    b = data.BatchSampler(ds, 16, seed=99)
+    b.load_state_dict(state)
+    for e in expected:
+        assert torch.equal(b.next(), e)
+    assert not torch.equal(data.BatchSampler(ds, 16, seed=4).next(),
+                           data.BatchSampler(ds, 16, seed=3).next())

@@ -1,0 +1,339 @@
+"""The WGAN-GP trainer: short CPU runs of every dataset and method, the fused penalty against the
+plain-autograd references on a whole training trajectory, exact resume, atomic checkpoints and the
+non-finite-loss stop."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from wgangp_fast import trainer as trainer_mod
+from wgangp_fast.trainer import NonFiniteLossError, WGANGPConfig, WGANGPTrainer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These models are tiny: one intra-op thread is fastest, and on a busy machine extra OpenMP
+    # threads spin against each other and slow every op down many times.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+CSV = "x,y,kind\n" + "".join(f"{i * 0.5:.2f},{(i * 7) % 5},{'ab'[i % 2]}\n" for i in range(40))
+
+
+def small(dataset="ring8", **kw):
+    settings = dict(steps=3, batch_size=16, hidden_dim=8, latent_dim=4, n_critic=2,
+                    device="cpu", n_eval_samples=200)
+    if dataset == "csv":
+        settings.update(batch_size=20, pac=5)
+    settings.update(kw)
+    return WGANGPConfig.for_dataset(dataset, **settings)
+
+
+@pytest.fixture
+def csv_path(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text(CSV)
+    return str(path)
+
+
+def _state(t):
+    return {**{"g." + k: v for k, v in t.generator.state_dict().items()},
+            **{"c." + k: v for k, v in t.critic.state_dict().items()}}
+
+
+def test_config_defaults_are_seed_002s():
+    cfg = WGANGPConfig()
+    assert (cfg.latent_dim, cfg.hidden_dim, cfg.lr, cfg.beta1, cfg.beta2) == (100, 256, 1e-4, 0.0,
+                                                                               0.9)
+    assert (cfg.gp_lambda, cfg.n_critic, cfg.batch_size, cfg.seed) == (10.0, 5, 64, 42)
+    assert cfg.method == "gp" and cfg.penalty_impl == "fused"
+    tuned = WGANGPConfig.for_dataset("ring8", lr=5e-4)
+    assert tuned.lr == 5e-4 and tuned.batch_size == trainer_mod.DATASET_PRESETS["ring8"][
+        "batch_size"]
+    assert WGANGPConfig.from_dict(tuned.to_dict()) == tuned
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"method": "wgan"}, "method must be one of"),
+    ({"batch_size": 10, "pac": 3, "model": "pac"}, "multiple of pac"),
+    ({"pac": 2, "model": "mlp"}, "packed critic"),
+    ({"method": "sn", "model": "pac"}, "spectral norm"),
+    ({"steps": -1}, "steps must be an int"),
+    ({"lr": 0.0}, "lr must be a finite positive"),
+    ({"beta2": 1.0}, r"beta2 must be in \[0, 1\)"),
+    ({"dataset": "cifar"}, "dataset must be one of"),
+    ({"penalty_impl": "slow"}, "penalty_impl"),
+])
+def test_config_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        WGANGPTrainer(small(**kwargs))
+
+
+def test_conv_model_needs_square_power_of_two_images():
+    with pytest.raises(ValueError, match="needs image data"):
+        WGANGPTrainer(small(model="conv"))
+    with pytest.raises(TypeError, match="unknown WGANGPConfig settings: colour"):
+        WGANGPConfig.for_dataset("ring8", colour=1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
+def test_cuda_device_without_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        WGANGPTrainer(small(device="cuda"))
+
+
+@pytest.mark.parametrize("dataset,kw", [
+    ("ring8", {}),
+    ("grid25", {}),
+    ("swissroll", {}),
+    ("digits", {}),
+    ("digits", {"model": "conv", "feature_maps": 4}),
+    ("digits", {"model": "conv", "feature_maps": 2, "image_size": 16}),
+    ("ring8", {"model": "pac", "pac": 4}),
+])
+def test_short_runs_of_each_dataset(dataset, kw):
+    t = WGANGPTrainer(small(dataset, **kw))
+    hist = t.train()
+    assert t.step == 3 and t.critic_iters == 6
+    for key in ("loss_c", "loss_g", "gp", "wasserstein"):
+        assert len(hist[key]) == 3 and np.isfinite(hist[key]).all()
+    assert any(v > 0 for v in hist["gp"])
+    x = t.generate_samples(10)
+    assert x.shape == (10, *t.dataset.shape)
+
+
+def test_csv_run_writes_a_table(tmp_path, csv_path):
+    out = tmp_path / "out"
+    t = WGANGPTrainer(small("csv", data_path=csv_path, out_dir=str(out)))
+    assert t.model_kind == "pac" and t.critic.pac == 5
+    t.train()
+    t.write_outputs()
+    lines = (out / "samples.csv").read_text().splitlines()
+    assert lines[0] == "x,y,kind" and len(lines) == 2501
+    kinds = {line.split(",")[2] for line in lines[1:]}
+    assert kinds <= {"a", "b"}
+    assert all(line.split(",")[1].lstrip("-").isdigit() for line in lines[1:])
+
+
+def test_image_array_and_mnist_runs(tmp_path):
+    imgs = np.random.default_rng(0).integers(0, 256, size=(30, 8, 8), dtype=np.uint8)
+    np.save(tmp_path / "imgs.npy", imgs)
+    t = WGANGPTrainer(small("images", data_path=str(tmp_path / "imgs.npy")))
+    t.train()
+    assert t.dataset.shape == (1, 8, 8)
+
+
+def test_methods(tmp_path):
+    clip = WGANGPTrainer(small(method="clip", clip_value=0.05, lr_decay="none"))
+    clip.train()
+    assert isinstance(clip.optimizer_c, torch.optim.RMSprop)
+    assert clip.optimizer_c.param_groups[0]["lr"] == 5e-5
+    assert all(p.abs().max() <= 0.05 for p in clip.critic.parameters())
+    assert clip.history["gp"] == [0.0] * 3
+
+    sn = WGANGPTrainer(small(method="sn"))
+    sn.train()
+    assert sn.history["gp"] == [0.0] * 3
+    assert any("parametrizations" in name for name, _ in sn.critic.named_modules())
+
+    lp = WGANGPTrainer(small(method="lp"))
+    lp.train()
+    gp = WGANGPTrainer(small(method="gp"))
+    gp.train()
+    # early on the critic is nearly flat (gradient norms < 1): one-sided LP is ~0, GP is not
+    assert lp.history["gp"][0] < 1e-3 * gp.history["gp"][0]
+
+
+@pytest.mark.parametrize("dataset,kw", [
+    ("ring8", {}),
+    ("ring8", {"method": "lp"}),
+    ("csv", {}),
+    ("digits", {"model": "conv", "feature_maps": 4}),
+])
+def test_fused_and_reference_penalties_give_the_same_trajectory(dataset, kw, csv_path):
+    if dataset == "csv":
+        kw = dict(kw, data_path=csv_path)
+    runs = []
+    for impl in ("fused", "reference"):
+        t = WGANGPTrainer(small(dataset, penalty_impl=impl, steps=4, **kw))
+        if t.config.method == "lp":
+            # steep critic (gradient norms > 1), so that the one-sided penalty is not all zeros
+            with torch.no_grad():
+                for p in t.critic.parameters():
+                    p.mul_(30.0)
+        t.train()
+        runs.append(t)
+    a, b = runs
+    for key in a.history:
+        assert np.allclose(a.history[key], b.history[key], rtol=1e-4, atol=1e-6), key
+    assert max(a.history["gp"]) > 0
+    # A bias just before a BatchNorm has a true gradient of 0: Adam turns its rounding noise into
+    # lr-sized steps, so such biases are compared through the generator's (train-mode, batch
+    # statistics) output instead.
+    skip = _pre_batchnorm_biases(a.generator)
+    for (name, x), y in zip(_state(a).items(), _state(b).values()):
+        if x.is_floating_point() and name not in skip:
+            assert torch.allclose(x, y, rtol=1e-4, atol=1e-6), name
+    z = torch.randn(64, a.config.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.manual_seed(0)
+        out_a = a.generator(z)
+        torch.manual_seed(0)
+        assert torch.allclose(out_a, b.generator(z), rtol=1e-4, atol=1e-5)
+
+
+def _pre_batchnorm_biases(generator):
+    names = []
+    modules = list(generator.named_modules())
+    for (name, m), (_, nxt) in zip(modules, modules[1:]):
+        if isinstance(m, torch.nn.Linear) and isinstance(nxt, torch.nn.BatchNorm1d):
+            names.append(f"g.{name}.bias")
+    return set(names)
+
+
+def test_linear_lr_decay():
+    t = WGANGPTrainer(small(lr=1e-3, lr_decay="linear", steps=4))
+    t.train()
+    for opt in (t.optimizer_g, t.optimizer_c):
+        assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 3 / 4))
+    flat = WGANGPTrainer(small(lr=1e-3, lr_decay="none", steps=4))
+    flat.train()
+    assert flat.optimizer_g.param_groups[0]["lr"] == 1e-3
+
+
+def test_separate_backward_matches_one_backward():
+    runs = []
+    for separate in (False, True):
+        t = WGANGPTrainer(small(separate_backward=separate))
+        t.train()
+        runs.append(_state(t))
+    skip = _pre_batchnorm_biases(WGANGPTrainer(small()).generator)
+    for (name, x), y in zip(runs[0].items(), runs[1].values()):
+        if x.is_floating_point() and name not in skip:
+            assert torch.allclose(x, y, rtol=1e-5, atol=1e-7), name
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("dataset", ["ring8", "csv"])
+def test_resume_ends_with_the_same_weights(tmp_path, dataset, csv_path):
+    extra = {"data_path": csv_path} if dataset == "csv" else {}
+    straight = WGANGPTrainer(small(dataset, steps=6, **extra))
+    straight.train()
+
+    out = str(tmp_path / "run")
+    first = WGANGPTrainer(small(dataset, steps=6, out_dir=out, checkpoint_every=2, **extra))
+    step = first.train_step
+
+    def crashing_step():
+        if first.step == 4:
+            raise _Crash
+        return step()
+
+    first.train_step = crashing_step
+    with pytest.raises(_Crash):
+        first.train()
+    torch.manual_seed(1234)
+    np.random.seed(1234)
+    resumed = WGANGPTrainer.from_checkpoint(os.path.join(out, "checkpoint.pt"))
+    assert resumed.step == 4
+    resumed.train()
+    assert resumed.step == 6
+    for (name, x), y in zip(_state(straight).items(), _state(resumed).values()):
+        assert torch.equal(x, y), name
+    assert straight.history == resumed.history
+    sa, sb = straight.optimizer_c.state_dict(), resumed.optimizer_c.state_dict()
+    for k in sa["state"]:
+        assert torch.equal(sa["state"][k]["exp_avg"], sb["state"][k]["exp_avg"])
+
+
+def test_checkpoint_loads_weights_only(tmp_path):
+    t = WGANGPTrainer(small(out_dir=str(tmp_path)))
+    t.train()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 3 and state["config"]["dataset"] == "ring8"
+    assert isinstance(state["rng"]["torch"], torch.Tensor)
+    with pytest.raises(ValueError, match="cannot change lr"):
+        WGANGPTrainer.from_checkpoint(str(tmp_path / "checkpoint.pt"), lr=1.0)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="junk.pt: not a readable"):
+        WGANGPTrainer.read_checkpoint(str(tmp_path / "junk.pt"))
+
+
+def test_crash_between_write_and_rename_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    t = WGANGPTrainer(small(out_dir=str(tmp_path)))
+    t.train(2)
+    path = tmp_path / "checkpoint.pt"
+    before = path.read_bytes()
+
+    def boom(src, dst):
+        raise OSError("simulated crash before rename")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="simulated crash"):
+        t.train(3)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert WGANGPTrainer.read_checkpoint(str(path))["step"] == 2
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt"]
+    resumed = WGANGPTrainer.from_checkpoint(str(path))
+    assert resumed.step == 2
+
+
+def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(tmp_path):
+    t = WGANGPTrainer(small(out_dir=str(tmp_path), steps=5, checkpoint_every=1))
+    t.train(2)
+    with torch.no_grad():
+        next(t.critic.parameters()).fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 3"):
+        t.train()
+    with pytest.raises(NonFiniteLossError):
+        t.save_checkpoint(str(tmp_path / "checkpoint.pt"))
+    state = WGANGPTrainer.read_checkpoint(str(tmp_path / "checkpoint.pt"))
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["critic"].values())
+    assert len(t.history["loss_c"]) == 2
+
+
+def test_generate_samples_with_a_seed_leaves_the_training_stream_alone():
+    t = WGANGPTrainer(small())
+    before = torch.get_rng_state()
+    a = t.generate_samples(5, seed=7)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(a, t.generate_samples(5, seed=7))
+    assert t.generator.training
+
+
+def test_write_outputs(tmp_path):
+    t = WGANGPTrainer(small(out_dir=str(tmp_path)))
+    t.train()
+    metrics = t.write_outputs()
+    for name in ("samples.npy", "samples.png", "curves.png", "metrics.json", "history.csv",
+                 "config.json", "checkpoint.pt"):
+        assert (tmp_path / name).is_file(), name
+    samples = np.load(tmp_path / "samples.npy")
+    assert samples.shape == (2500, 2)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["modes_total"] == 8 and saved == json.loads(json.dumps(metrics))
+    assert len((tmp_path / "history.csv").read_text().splitlines()) == 4
+    assert json.loads((tmp_path / "config.json").read_text())["steps"] == 3
+
+
+def test_digits_outputs_are_images(tmp_path):
+    t = WGANGPTrainer(small("digits", out_dir=str(tmp_path), steps=1))
+    t.train()
+    metrics = t.write_outputs()
+    samples = np.load(tmp_path / "samples.npy")
+    assert samples.shape == (2500, 1, 8, 8)
+    assert samples.min() >= 0 and samples.max() <= 16
+    assert 0 <= metrics["classes_covered"] <= 10 and metrics["frechet_distance"] > 0

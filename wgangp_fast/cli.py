@@ -1,0 +1,262 @@
+"""Command line: `wgangp-fast train ...` / `python -m wgangp_fast train ...`, and `bench ...`.
+
+    wgangp-fast train                                  # ring8, WGAN-GP, CPU-sized defaults
+    wgangp-fast train --dataset grid25 --steps 4000 --out runs/grid25
+    wgangp-fast train --csv table.csv --pac 10 --out runs/table
+    wgangp-fast train --out runs/ring8 --resume --steps 6000
+    wgangp-fast bench --help                           # the benchmark suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List
+
+__all__ = ["build_parser", "main"]
+
+# command-line flag -> WGANGPConfig field
+_FLAG_FIELDS = {
+    "dataset": "dataset", "data": "data_path", "npz_key": "npz_key", "categorical": "categorical",
+    "image_size": "image_size", "model": "model", "method": "method", "steps": "steps",
+    "batch": "batch_size", "pac": "pac", "lambda_gp": "gp_lambda", "n_critic": "n_critic",
+    "lr": "lr", "lr_decay": "lr_decay", "latent_dim": "latent_dim", "hidden_dim": "hidden_dim",
+    "feature_maps": "feature_maps", "seed": "seed", "device": "device", "backend": "backend",
+    "penalty_impl": "penalty_impl", "separate_backward": "separate_backward",
+    "checkpoint_every": "checkpoint_every", "eval_samples": "n_eval_samples",
+}
+# what --resume may change (everything else comes from the checkpoint)
+_RESUMABLE = {"steps", "device", "backend", "checkpoint_every", "n_eval_samples"}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import data
+    from .trainer import LR_DECAYS, METHODS, MODELS, PENALTY_IMPLS
+
+    parser = argparse.ArgumentParser(
+        prog="wgangp-fast",
+        description="Train WGAN-GP models with the fused gradient penalty, or run the benchmarks.")
+    sub = parser.add_subparsers(dest="command", metavar="{train,bench}")
+    sub.required = True
+    sub.add_parser("bench", help="run the benchmark suite (wgangp-fast bench --help)",
+                   add_help=False)
+    t = sub.add_parser(
+        "train", help="train a WGAN-GP and write samples, pictures, metrics and a checkpoint",
+        description="Train a WGAN-GP (Gulrajani et al., Algorithm 1). Unset options take the "
+                    "dataset's preset (wgangp_fast.trainer.DATASET_PRESETS), then seed 002's "
+                    "defaults.")
+    g = t.add_argument_group("data")
+    g.add_argument("--dataset", choices=data.DATASETS, help="default: ring8 (or what --csv, "
+                   "--images, --mnist imply)")
+    g.add_argument("--csv", metavar="PATH", help="a CSV table (sets --dataset csv)")
+    g.add_argument("--images", metavar="PATH", help="a .npy/.npz image array (sets --dataset "
+                   "images)")
+    g.add_argument("--mnist", metavar="DIR", help="a local MNIST folder (sets --dataset mnist)")
+    g.add_argument("--data", metavar="PATH", help="the file or folder of --dataset csv, images "
+                   "or mnist")
+    g.add_argument("--npz-key", help="which array of a .npz file holds the images")
+    g.add_argument("--categorical", nargs="+", metavar="COLUMN",
+                   help="CSV columns to treat as categorical even if numeric")
+    g.add_argument("--image-size", type=_positive_int, help="resize images to this side "
+                   "(e.g. 32 for --model conv)")
+    m = t.add_argument_group("model and method")
+    m.add_argument("--model", choices=MODELS)
+    m.add_argument("--method", choices=METHODS, help="gp (default), lp (one-sided), clip "
+                   "(original WGAN), sn (spectral norm)")
+    m.add_argument("--latent-dim", type=_positive_int)
+    m.add_argument("--hidden-dim", type=_positive_int)
+    m.add_argument("--feature-maps", type=_positive_int)
+    m.add_argument("--pac", type=_positive_int, help="samples per critic input (PacGAN)")
+    o = t.add_argument_group("optimisation")
+    o.add_argument("--steps", type=_non_negative_int, help="generator steps in total")
+    o.add_argument("--batch", type=_positive_int, help="batch size")
+    o.add_argument("--lambda", dest="lambda_gp", type=_non_negative_float,
+                   help="penalty weight (default 10)")
+    o.add_argument("--n-critic", type=_positive_int, help="critic steps per generator step")
+    o.add_argument("--lr", type=_positive_float)
+    o.add_argument("--lr-decay", choices=LR_DECAYS, help="none, or linear to 0 at the last step")
+    o.add_argument("--seed", type=_non_negative_int)
+    r = t.add_argument_group("run")
+    r.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
+    r.add_argument("--backend", help="penalty backend: auto, cuda, triton, cpu, reference")
+    r.add_argument("--penalty-impl", choices=PENALTY_IMPLS,
+                   help="fused (default) or the plain-autograd reference penalty")
+    r.add_argument("--separate-backward", action="store_true", default=None,
+                   help="pen.backward(retain_graph=True); loss.backward() as in seed 000")
+    r.add_argument("--out", metavar="DIR", help="output folder (default runs/<dataset>)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.pt (with --steps: the new total)")
+    r.add_argument("--checkpoint-every", type=_non_negative_int,
+                   help="save a checkpoint every K steps (default 500; 0: only at the end)")
+    r.add_argument("--eval-samples", type=_positive_int, help="samples for the metrics "
+                   "(default 2500)")
+    r.add_argument("--threads", type=_positive_int,
+                   help="torch CPU threads (1 is fastest for the small 2-D models on a busy "
+                        "machine)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _error(msg: str) -> int:
+    print(f"wgangp-fast: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    sources = [(flag, name) for flag, name in (("csv", "csv"), ("images", "images"),
+                                               ("mnist", "mnist")) if getattr(args, flag)]
+    if len(sources) > 1:
+        raise ValueError("give only one of --csv, --images, --mnist")
+    values = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items()}
+    if sources:
+        flag, name = sources[0]
+        if args.dataset not in (None, name):
+            raise ValueError(f"--{flag} implies --dataset {name}, got --dataset {args.dataset}")
+        if args.data is not None:
+            raise ValueError(f"give the path once: --{flag} PATH or --data PATH")
+        values["dataset"], values["data_path"] = name, getattr(args, flag)
+    if values["categorical"] is not None:
+        values["categorical"] = tuple(values["categorical"])
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _summary(metrics: dict) -> str:
+    keys = ("modes_covered", "modes_total", "high_quality_share", "w1_exact", "w1_exact_real",
+            "sliced_w1", "classes_covered", "confident_share", "frechet_distance",
+            "frechet_distance_real_halves", "final_wasserstein_estimate", "final_gp",
+            "train_seconds", "steps_per_second")
+    lines = []
+    for k in keys:
+        if k in metrics and metrics[k] is not None:
+            v = metrics[k]
+            lines.append(f"  {k:30s} {v:.4g}" if isinstance(v, float) else f"  {k:30s} {v}")
+    return "\n".join(lines)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .trainer import (
+        CHECKPOINT_NAME,
+        NonFiniteLossError,
+        WGANGPConfig,
+        WGANGPTrainer,
+    )
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        values = _overrides(args)
+        dataset = values.get("dataset", "ring8")
+        out = args.out or os.path.join("runs", dataset)
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ValueError(f"--out {out} exists and is not a folder")
+        ckpt = os.path.join(out, CHECKPOINT_NAME)
+        if args.resume:
+            if not os.path.isfile(ckpt):
+                raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
+            saved = WGANGPTrainer.read_checkpoint(ckpt)["config"]
+            clash = sorted(k for k, v in values.items()
+                           if k not in _RESUMABLE and saved.get(k) != v
+                           and not (k == "categorical" and tuple(saved.get(k) or ()) == v))
+            if clash:
+                raise ValueError(f"--resume continues the saved run; these settings differ from "
+                                 f"the checkpoint's and cannot change: {', '.join(clash)}")
+            resumable = {k: v for k, v in values.items() if k in _RESUMABLE}
+            trainer = WGANGPTrainer.from_checkpoint(ckpt, out_dir=out, **resumable)
+            if trainer.step >= trainer.config.steps:
+                print(f"checkpoint {ckpt} is already at step {trainer.step} (>= --steps "
+                      f"{trainer.config.steps}); writing outputs only")
+        else:
+            values.setdefault("checkpoint_every", 500)
+            config = WGANGPConfig.for_dataset(dataset, out_dir=out,
+                                              **{k: v for k, v in values.items()
+                                                 if k != "dataset"})
+            trainer = WGANGPTrainer(config)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        return _error(str(exc))
+
+    cfg = trainer.config
+    if trainer.is_main_process:
+        print(f"training {cfg.dataset} ({trainer.model_kind} models, method {cfg.method}, "
+              f"{cfg.steps} steps, batch {cfg.batch_size}, pac {cfg.pac}, n_critic "
+              f"{cfg.n_critic}, lr {cfg.lr}) on {trainer.device}; output in {out}"
+              + (f"; resumed at step {trainer.step}" if args.resume else ""))
+    try:
+        trainer.train(progress=not args.no_progress)
+    except NonFiniteLossError as exc:
+        print(f"wgangp-fast: {exc}", file=sys.stderr)
+        if os.path.isfile(ckpt):
+            print(f"last good checkpoint: {ckpt}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted at step {trainer.step}; continue with --resume (from the last "
+              f"checkpoint in {out})", file=sys.stderr)
+        return 130
+    metrics = trainer.write_outputs(out)
+    if trainer.is_main_process:
+        print(f"done: {trainer.step} steps in {trainer.train_seconds:.1f} s")
+        print(_summary(metrics))
+        print(f"outputs in {out}/: samples.png, curves.png, samples.npy, metrics.json, "
+              f"history.csv, config.json, {CHECKPOINT_NAME}"
+              + (", samples.csv" if cfg.dataset == "csv" else ""))
+        print(json.dumps({k: metrics[k] for k in ("modes_covered", "high_quality_share",
+                                                   "classes_covered", "frechet_distance")
+                          if k in metrics}))
+    return 0
+
+
+def main(argv: List[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        return _train(args)
+    parser.error(f"unknown command {args.command!r}")
+    return 2
