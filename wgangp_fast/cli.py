@@ -4,6 +4,8 @@
     wgangp-fast train --dataset grid25 --steps 4000 --out runs/grid25
     wgangp-fast train --csv table.csv --pac 10 --out runs/table
     wgangp-fast train --out runs/ring8 --resume --steps 6000
+    wgangp-fast train --precision bf16 --gp-every 4 --lazy-adam-correction
+    torchrun --nproc_per_node 2 -m wgangp_fast train --dataset grid25   # data parallel
     wgangp-fast bench --help                           # the benchmark suite
 """
 
@@ -26,6 +28,8 @@ _FLAG_FIELDS = {
     "feature_maps": "feature_maps", "seed": "seed", "device": "device", "backend": "backend",
     "penalty_impl": "penalty_impl", "separate_backward": "separate_backward",
     "checkpoint_every": "checkpoint_every", "eval_samples": "n_eval_samples",
+    "precision": "precision", "gp_every": "gp_every",
+    "lazy_adam_correction": "lazy_adam_correction",
 }
 # what --resume may change (everything else comes from the checkpoint)
 _RESUMABLE = {"steps", "device", "backend", "checkpoint_every", "n_eval_samples"}
@@ -73,7 +77,7 @@ def _non_negative_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import data
-    from .trainer import LR_DECAYS, METHODS, MODELS, PENALTY_IMPLS
+    from .trainer import LR_DECAYS, METHODS, MODELS, PENALTY_IMPLS, PRECISIONS
 
     parser = argparse.ArgumentParser(
         prog="wgangp-fast",
@@ -104,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = t.add_argument_group("model and method")
     m.add_argument("--model", choices=MODELS)
     m.add_argument("--method", choices=METHODS, help="gp (default), lp (one-sided), clip "
-                   "(original WGAN), sn (spectral norm)")
+                   "(original WGAN), sn (spectral norm), r1 / r2 (zero-centred on real / fake "
+                   "samples, gamma = --lambda), dragan (norm 1 around perturbed real samples)")
     m.add_argument("--latent-dim", type=_positive_int)
     m.add_argument("--hidden-dim", type=_positive_int)
     m.add_argument("--feature-maps", type=_positive_int)
@@ -113,7 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--steps", type=_non_negative_int, help="generator steps in total")
     o.add_argument("--batch", type=_positive_int, help="batch size")
     o.add_argument("--lambda", dest="lambda_gp", type=_non_negative_float,
-                   help="penalty weight (default 10)")
+                   help="penalty weight (default 10; gamma for r1 / r2)")
+    o.add_argument("--gp-every", type=_positive_int, metavar="K",
+                   help="lazy regularisation: the penalty on every K-th critic step only, "
+                        "weighted by K (default 1)")
+    o.add_argument("--lazy-adam-correction", action="store_true", default=None,
+                   help="with --gp-every K: critic Adam lr times c = K/(K+1), betas to the "
+                        "power c (StyleGAN2)")
     o.add_argument("--n-critic", type=_positive_int, help="critic steps per generator step")
     o.add_argument("--lr", type=_positive_float)
     o.add_argument("--lr-decay", choices=LR_DECAYS, help="none, or linear to 0 at the last step")
@@ -121,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = t.add_argument_group("run")
     r.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
     r.add_argument("--backend", help="penalty backend: auto, cuda, triton, cpu, reference")
+    r.add_argument("--precision", choices=PRECISIONS,
+                   help="fp32 (default), bf16 (autocast) or fp16 (autocast and GradScaler)")
     r.add_argument("--penalty-impl", choices=PENALTY_IMPLS,
                    help="fused (default) or the plain-autograd reference penalty")
     r.add_argument("--separate-backward", action="store_true", default=None,
@@ -176,6 +189,18 @@ def _summary(metrics: dict) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from . import distributed
+
+    try:
+        return _train_run(args)
+    finally:
+        # every rank reaches this point, so the barrier lets rank 0 finish writing its outputs
+        # before the process group goes away
+        distributed.barrier()
+        distributed.cleanup()
+
+
+def _train_run(args: argparse.Namespace) -> int:
     import torch
 
     from .trainer import (
@@ -220,13 +245,19 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = trainer.config
     if trainer.is_main_process:
+        ranks = (f" x {trainer.world_size} ranks (batch per rank)"
+                 if trainer.world_size > 1 else "")
+        extras = "".join([f", precision {cfg.precision}" if cfg.precision != "fp32" else "",
+                          f", gp every {cfg.gp_every}" if cfg.gp_every > 1 else ""])
         print(f"training {cfg.dataset} ({trainer.model_kind} models, method {cfg.method}, "
               f"{cfg.steps} steps, batch {cfg.batch_size}, pac {cfg.pac}, n_critic "
-              f"{cfg.n_critic}, lr {cfg.lr}) on {trainer.device}; output in {out}"
+              f"{cfg.n_critic}, lr {cfg.lr}{extras}) on {trainer.device}{ranks}; output in {out}"
               + (f"; resumed at step {trainer.step}" if args.resume else ""))
     try:
         trainer.train(progress=not args.no_progress)
     except NonFiniteLossError as exc:
+        if not trainer.is_main_process:
+            return 1
         print(f"wgangp-fast: {exc}", file=sys.stderr)
         if os.path.isfile(ckpt):
             print(f"last good checkpoint: {ckpt}", file=sys.stderr)

@@ -6,14 +6,24 @@ Each generator step runs `n_critic` critic steps, each on a FRESH real batch and
     L_gen    = -E[D(G(z))]
 
 Lipschitz methods: "gp" (the penalty above, wgangp_fast.gradient_penalty), "lp" (one-sided:
-only gradient norms above 1 are penalised, Petzka et al.), "clip" (the original WGAN: RMSprop and
-weights clamped to [-c, c]) and "sn" (spectrally normalised critic, no penalty). `pac` > 1 packs
+only gradient norms above 1 are penalised, Petzka et al.), "r1" / "r2" (zero-centred penalties on
+real / fake samples, Mescheder et al., gamma = gp_lambda), "dragan" (norm 1 around perturbed real
+samples, Kodali et al.), "clip" (the original WGAN: RMSprop and weights clamped to [-c, c]) and
+"sn" (spectrally normalised critic, no penalty). `pac` > 1 packs
 consecutive samples into one critic input (PacGAN / CTGAN) with one penalty group per pack.
 
-The critic step is one method (`_critic_step`) that reads its precision context (`_autocast`,
-`scaler`), its penalty (`_penalty`) and the process's role (`is_main_process`, `rank`) from the
-trainer, so mixed precision, lazy regularisation and DistributedDataParallel can be added there
-without touching the rest. Only the main process writes files.
+Scale and precision:
+- `precision` "bf16" / "fp16": the forwards run under torch.autocast; fp16 adds a GradScaler per
+  optimiser, passed to the penalty as `scaler=` (it differentiates S * mean(output) in float32 and
+  folds N / S into the norm's input_scale). A step the scaler skips for overflow does not stop the
+  run; a non-finite forward value, or one in fp32 / bf16, does.
+- `gp_every` k (lazy regularisation, StyleGAN2): the penalty on every k-th critic step only,
+  weighted by k; `lazy_adam_correction` scales the critic's Adam lr by c = k / (k + 1) and its betas
+  to (beta1^c, beta2^c).
+- Data parallel under torchrun (wgangp_fast.distributed): both models in DistributedDataParallel,
+  the Wasserstein term through the wrapper, the penalty through the inner critic, one backward; each
+  rank draws its own data and noise, `batch_size` is per process, logged losses are the mean over
+  ranks, and only rank 0 writes files.
 
 Checkpoints are atomic (temporary file in the same folder, fsync, os.replace), load with
 `torch.load(weights_only=True)` and hold everything needed to resume bit for bit: both models, both
@@ -40,8 +50,8 @@ import torch
 from torch import Tensor, nn
 
 from . import data as data_mod
+from . import distributed, reference
 from . import metrics as metrics_mod
-from . import reference
 from .models import ConvCritic, ConvGenerator, MLPCritic, MLPGenerator, PacCritic, TabularGenerator
 from .penalty import gradient_penalty
 
@@ -56,7 +66,13 @@ __all__ = [
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
-METHODS = ("gp", "lp", "clip", "sn")
+METHODS = ("gp", "lp", "clip", "sn", "r1", "r2", "dragan")
+# method -> wgangp_fast.gradient_penalty(kind=...)
+PENALTY_KINDS = {"gp": "wgan-gp", "lp": "wgan-lp", "r1": "r1", "r2": "r2", "dragan": "dragan"}
+PRECISIONS = ("fp32", "bf16", "fp16")
+# consecutive critic steps the fp16 GradScaler may skip before the run is declared broken: backing
+# off from the default scale 2^16 to 1 takes 16
+MAX_SKIPPED_IN_A_ROW = 64
 MODELS = ("auto", "mlp", "conv", "pac")
 PENALTY_IMPLS = ("fused", "reference")
 LR_DECAYS = ("none", "linear")
@@ -121,6 +137,9 @@ class WGANGPConfig:
     backend: str = "auto"
     penalty_impl: str = "fused"
     separate_backward: bool = False
+    precision: str = "fp32"
+    gp_every: int = 1
+    lazy_adam_correction: bool = False
     out_dir: str | None = None
     checkpoint_every: int = 0
     n_eval_samples: int = 2500
@@ -173,6 +192,14 @@ class WGANGPConfig:
         choice("method", METHODS)
         choice("penalty_impl", PENALTY_IMPLS)
         choice("lr_decay", LR_DECAYS)
+        choice("precision", PRECISIONS)
+        integer("gp_every", 1)
+        if self.gp_every > 1 and self.method not in PENALTY_KINDS:
+            raise ValueError(f"gp_every > 1 (lazy regularisation) needs a penalty method "
+                             f"({', '.join(PENALTY_KINDS)}), got method {self.method!r}")
+        if self.precision == "fp16" and self.penalty_impl == "reference":
+            raise ValueError("penalty_impl 'reference' has no GradScaler path: use precision "
+                             "fp32 or bf16 with it, or the fused penalty with fp16")
         for name in ("steps", "checkpoint_every"):
             integer(name, 0)
         for name in ("latent_dim", "hidden_dim", "feature_maps", "n_critic", "batch_size", "pac",
@@ -256,6 +283,12 @@ def _rng_state() -> Dict[str, Any]:
     return state
 
 
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
+
+
 def _set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     np_state = state["numpy"]
@@ -279,11 +312,26 @@ class WGANGPTrainer:
                  dataset: data_mod.Dataset | None = None) -> None:
         self.config = (config or WGANGPConfig()).validate()
         cfg = self.config
-        self.rank = 0
-        self.world_size = 1
-        self.is_main_process = self.rank == 0
-        self.device = _resolve_device(cfg.device)
-        self.scaler = None
+        self.dist, dist_device = distributed.setup(cfg.device)
+        self.rank = self.dist.rank
+        self.world_size = self.dist.world_size
+        self.is_main_process = self.dist.is_main
+        if self.dist.enabled and cfg.separate_backward:
+            raise ValueError("separate_backward (two backward calls per critic step) cannot be "
+                             "used with DistributedDataParallel, which reduces each gradient once "
+                             "per step: leave it off for torchrun runs")
+        self.device = dist_device if dist_device is not None else _resolve_device(cfg.device)
+        if cfg.precision == "bf16" and self.device.type == "cuda" \
+                and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"precision bf16 is not supported on {self.device}: use fp16")
+        # fp16 needs loss scaling (one scaler per optimiser: each backs off on its own
+        # overflows); bfloat16 has float32's exponent range and needs none
+        self.scaler = self.scaler_g = None
+        if cfg.precision == "fp16":
+            self.scaler = torch.amp.GradScaler(self.device.type)
+            self.scaler_g = torch.amp.GradScaler(self.device.type)
+        self.amp_skipped_steps = 0
+        self._skipped_in_a_row = 0
 
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -297,8 +345,14 @@ class WGANGPTrainer:
         self.generator.to(self.device)
         self.critic.to(self.device)
         self.optimizer_g, self.optimizer_c = self._build_optimizers()
+        # The models start equal on every rank (same seed; DDP also broadcasts rank 0's); from here
+        # on each rank draws its own noise and dropout masks.
+        if self.dist.enabled:
+            _seed_all(distributed.derive_seed(cfg.seed, self.rank, 0))
+        self.critic_ddp = distributed.wrap(self.critic, self.device)
+        self.generator_ddp = distributed.wrap(self.generator, self.device)
         # Distinct from the global seed stream so that the data stream is not correlated with
-        # model initialisation; each rank of a data-parallel run would add its rank.
+        # model initialisation; each rank of a data-parallel run adds its rank.
         self.sampler = data_mod.BatchSampler(self.dataset, cfg.batch_size,
                                              seed=cfg.seed * 1009 + 17 + self.rank,
                                              device=self.device)
@@ -309,6 +363,9 @@ class WGANGPTrainer:
         self.critic_iters = 0
         self.train_seconds = 0.0
         self.history: Dict[str, List[float]] = {k: [] for k in HISTORY_KEYS}
+        # the penalty of the last regularised critic step, in its own units (not times gp_every)
+        self._last_gp = torch.zeros((), device=self.device)
+        self._last_gp_skipped = False
 
     # -- construction ------------------------------------------------------------------------
 
@@ -353,83 +410,158 @@ class WGANGPTrainer:
             return (torch.optim.RMSprop(self.generator.parameters(), lr=cfg.clip_lr),
                     torch.optim.RMSprop(self.critic.parameters(), lr=cfg.clip_lr))
         betas = (float(cfg.beta1), float(cfg.beta2))
+        c = self._critic_lr_factor()
+        betas_c = (float(cfg.beta1) ** c, float(cfg.beta2) ** c)
         return (torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas),
-                torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, betas=betas))
+                torch.optim.Adam(self.critic.parameters(), lr=cfg.lr * c, betas=betas_c))
+
+    def _critic_lr_factor(self) -> float:
+        """StyleGAN2's lazy-regularisation correction c = k / (k + 1) of the critic's Adam (lr
+        times c, betas to the power c); 1 without lazy_adam_correction or when k = 1."""
+        cfg = self.config
+        if not cfg.lazy_adam_correction or cfg.gp_every == 1 or cfg.method == "clip":
+            return 1.0
+        return cfg.gp_every / (cfg.gp_every + 1)
 
     # -- one step ----------------------------------------------------------------------------
 
     def _autocast(self):
-        """The precision context of the forward passes (full precision for now)."""
-        return contextlib.nullcontext()
+        """The precision context of the forward passes: torch.autocast for bf16 / fp16."""
+        precision = self.config.precision
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _noise(self, n: int) -> Tensor:
         return torch.randn(n, self.config.latent_dim, device=self.device)
 
-    def _penalty(self, real: Tensor, fake: Tensor) -> Tensor | None:
-        """The Lipschitz penalty of this method (None for clip and sn)."""
+    def _penalty(self, real: Tensor, fake: Tensor, alpha: Tensor | None = None) -> Tensor | None:
+        """The Lipschitz penalty of this method (None for clip and sn), through the inner critic:
+        its input gradient stays process-local under DDP (see wgangp_fast.distributed). `alpha`
+        fixes the interpolation weights (one per pac group) instead of drawing them."""
         cfg = self.config
-        if cfg.method not in ("gp", "lp"):
+        kind = PENALTY_KINDS.get(cfg.method)
+        if kind is None:
             return None
-        one_sided = cfg.method == "lp"
         if cfg.penalty_impl == "fused":
             return gradient_penalty(self.critic, real, fake, lambda_gp=cfg.gp_lambda, pac=cfg.pac,
-                                    one_sided=one_sided, scaler=self.scaler, backend=cfg.backend)
-        n = real.shape[0]
-        if not one_sided and cfg.pac == 1:
-            return reference.per_sample_gradient_penalty(self.critic, real, fake,
-                                                         lambda_gp=cfg.gp_lambda)
-        if not one_sided:
-            return reference.ctgan_gradient_penalty(self.critic, real.reshape(n, -1),
-                                                    fake.reshape(n, -1), device=real.device,
-                                                    pac=cfg.pac, lambda_=cfg.gp_lambda)
-        alpha = torch.rand(n // cfg.pac, device=real.device)
-        x_hat = reference.interpolate(real, fake, alpha, cfg.pac).requires_grad_(True)
-        out = self.critic(x_hat)
-        (grads,) = torch.autograd.grad(out, x_hat, torch.ones_like(out), create_graph=True)
-        return reference.gradient_norm_penalty(grads, cfg.pac, one_sided=True,
-                                               scale=cfg.gp_lambda)
+                                    kind=kind, alpha=alpha, scaler=self.scaler,
+                                    backend=cfg.backend)
+        return self._reference_penalty(real, fake, alpha)
 
-    def _critic_step(self, real: Tensor) -> Dict[str, Tensor]:
-        """One critic update on a real batch; returns detached loss_c, wasserstein and gp."""
+    def _reference_penalty(self, real: Tensor, fake: Tensor, alpha: Tensor | None) -> Tensor:
+        """The same penalty in plain autograd (the seeds' code where it exists)."""
+        cfg, critic, lam, n = self.config, self.critic, self.config.gp_lambda, real.shape[0]
+        if cfg.pac == 1 and cfg.method in ("r1", "r2"):
+            return reference.r1_penalty(critic, real if cfg.method == "r1" else fake, gamma=lam)
+        if cfg.pac == 1 and cfg.method == "dragan" and alpha is None:
+            return reference.dragan_penalty(critic, real, lambda_gp=lam)
+        if cfg.method == "gp" and alpha is None:
+            if cfg.pac == 1:
+                return reference.per_sample_gradient_penalty(critic, real, fake, lambda_gp=lam)
+            return reference.ctgan_gradient_penalty(critic, real.reshape(n, -1),
+                                                    fake.reshape(n, -1), device=real.device,
+                                                    pac=cfg.pac, lambda_=lam)
+        zero_centred = cfg.method in ("r1", "r2")
+        if zero_centred:
+            x_hat = (real if cfg.method == "r1" else fake).detach()
+        else:
+            if cfg.method == "dragan":
+                noise = torch.rand(real.shape, device=real.device, dtype=real.dtype)
+                real, fake = real + 0.5 * real.std() * noise, real
+            if alpha is None:
+                alpha = torch.rand(n // cfg.pac, device=real.device)
+            x_hat = reference.interpolate(real, fake, alpha, cfg.pac)
+        x_hat = x_hat.detach().requires_grad_(True)
+        out = critic(x_hat)
+        (grads,) = torch.autograd.grad(out, x_hat, torch.ones_like(out), create_graph=True)
+        return reference.gradient_norm_penalty(grads, cfg.pac, target=0.0 if zero_centred else 1.0,
+                                               one_sided=cfg.method == "lp",
+                                               scale=lam / 2 if zero_centred else lam)
+
+    def _backward(self, loss: Tensor, scaler, **kwargs) -> None:
+        (scaler.scale(loss) if scaler is not None else loss).backward(**kwargs)
+
+    def _optimizer_step(self, optimizer, scaler) -> bool:
+        """optimizer.step(), through the GradScaler in fp16; True when the scaler skipped the
+        step (inf/NaN gradients: the weights were not touched and the scale backed off)."""
+        if scaler is None:
+            optimizer.step()
+            return False
+        before = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        # update() lowers the scale exactly when this step found inf/NaN gradients; under DDP the
+        # gradients were all-reduced first, so every rank skips together
+        skipped = scaler.get_scale() < before
+        self.amp_skipped_steps += int(skipped)
+        return skipped
+
+    def _critic_backward(self, real: Tensor, fake: Tensor,
+                         alpha: Tensor | None = None) -> Dict[str, Any]:
+        """The critic loss of one step and its backward (scaled in fp16); no optimiser step.
+
+        The Wasserstein term goes through the DDP wrapper (which arms the all-reduce), the
+        penalty through the inner critic, and one backward of their sum reaches every
+        parameter. With gp_every k the penalty is computed on every k-th critic step, times k.
+        """
         cfg = self.config
-        n = real.shape[0]
-        self.optimizer_c.zero_grad(set_to_none=not cfg.separate_backward)
+        k = cfg.gp_every
+        regularise = cfg.method in PENALTY_KINDS and self.critic_iters % k == 0
         with self._autocast():
-            with torch.no_grad():
-                fake = self.generator(self._noise(n))
             # One critic pass over real and fake together: the critic has no batch coupling, and
             # n is a multiple of pac, so no pack mixes real and fake rows.
-            scores = self.critic(torch.cat([real, fake]))
+            scores = self.critic_ddp(torch.cat([real, fake])).float()
             m = scores.shape[0] // 2
             wasserstein = scores[:m].mean() - scores[m:].mean()
             loss = -wasserstein
-            pen = self._penalty(real, fake)
+            pen = self._penalty(real, fake, alpha) if regularise else None
         if pen is None:
-            loss.backward()
+            self._backward(loss, self.scaler)
             total = loss
-        elif cfg.separate_backward:
-            pen.backward(retain_graph=True)
-            loss.backward()
-            total = loss + pen
         else:
-            total = loss + pen
-            total.backward()
-        self.optimizer_c.step()
+            weighted = pen * k if k > 1 else pen
+            if cfg.separate_backward:
+                self._backward(weighted, self.scaler, retain_graph=True)
+                self._backward(loss, self.scaler)
+                total = loss + weighted
+            else:
+                total = loss + weighted
+                self._backward(total, self.scaler)
+        return {"loss_c": total.detach(), "wasserstein": wasserstein.detach(),
+                "gp": None if pen is None else pen.detach()}
+
+    def _critic_step(self, real: Tensor) -> Dict[str, Any]:
+        """One critic update on a real batch; returns detached loss_c, wasserstein and gp (None
+        on a step without the penalty) and whether the GradScaler skipped the update."""
+        cfg = self.config
+        n = real.shape[0]
+        self.optimizer_c.zero_grad(set_to_none=not cfg.separate_backward)
+        with torch.no_grad(), self._autocast():
+            fake = self.generator(self._noise(n))
+        stats = self._critic_backward(real, fake.to(real.dtype))
+        skipped = self._optimizer_step(self.optimizer_c, self.scaler)
+        self._skipped_in_a_row = self._skipped_in_a_row + 1 if skipped else 0
         if cfg.method == "clip":
             with torch.no_grad():
                 for p in self.critic.parameters():
                     p.clamp_(-cfg.clip_value, cfg.clip_value)
         self.critic_iters += 1
-        gp = pen.detach() if pen is not None else torch.zeros((), device=self.device)
-        return {"loss_c": total.detach(), "wasserstein": wasserstein.detach(), "gp": gp}
+        if stats["gp"] is not None:
+            self._last_gp = stats["gp"]
+            self._last_gp_skipped = skipped
+        stats["skipped"] = skipped
+        return stats
 
     def _generator_step(self, n: int) -> Tensor:
         self.optimizer_g.zero_grad(set_to_none=True)
         with self._autocast():
-            fake = self.generator(self._noise(n))
-            loss_g = -self.critic(fake).mean()
-        loss_g.backward()
-        self.optimizer_g.step()
+            fake = self.generator_ddp(self._noise(n))
+            # the inner critic: its gradients here are not used, so DDP need not reduce them
+            loss_g = -self.critic(fake).float().mean()
+        self._backward(loss_g, self.scaler_g)
+        self._optimizer_step(self.optimizer_g, self.scaler_g)
         return loss_g.detach()
 
     def _set_learning_rate(self) -> None:
@@ -440,9 +572,9 @@ class WGANGPTrainer:
             return
         base = cfg.clip_lr if cfg.method == "clip" else cfg.lr
         factor = max(0.0, 1.0 - self.step / max(cfg.steps, 1))
-        for opt in (self.optimizer_g, self.optimizer_c):
+        for opt, c in ((self.optimizer_g, 1.0), (self.optimizer_c, self._critic_lr_factor())):
             for group in opt.param_groups:
-                group["lr"] = base * factor
+                group["lr"] = base * factor * c
 
     def train_step(self) -> Dict[str, float]:
         """n_critic critic updates (a fresh real batch each), then one generator update."""
@@ -452,9 +584,21 @@ class WGANGPTrainer:
         for _ in range(self.config.n_critic):
             stats = self._critic_step(self.sampler.next())
         loss_g = self._generator_step(self.config.batch_size)
-        values = torch.stack([stats["loss_c"], loss_g, stats["gp"], stats["wasserstein"]])
-        record = dict(zip(HISTORY_KEYS, values.float().cpu().tolist()))
-        if not all(math.isfinite(v) for v in record.values()):
+        values = torch.stack([stats["loss_c"].float(), loss_g.float(), self._last_gp.float(),
+                              stats["wasserstein"].float()])
+        # the mean over the ranks, so that every rank logs (and stops on) the same values
+        record = dict(zip(HISTORY_KEYS, distributed.all_reduce_mean(values).cpu().tolist()))
+        bad = {k for k, v in record.items() if not math.isfinite(v)}
+        # An fp16 step the GradScaler skipped had inf/NaN gradients, which also make the penalty
+        # (computed from scaled gradients) non-finite: the weights were left alone and the scale
+        # backed off, so the run goes on. A non-finite forward value (wasserstein, loss_g) is
+        # nothing the scaler can fix.
+        handled = set()
+        if stats["skipped"]:
+            handled.add("loss_c")
+        if self._last_gp_skipped:
+            handled.add("gp")
+        if bad - handled or self._skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
             raise NonFiniteLossError(self.step + 1, record)
         self.step += 1
         for k, v in record.items():
@@ -529,7 +673,11 @@ class WGANGPTrainer:
         return True
 
     def state_dict(self) -> Dict[str, Any]:
-        return {
+        """The whole training state. In a distributed run every rank must call it (it gathers
+        each rank's RNG and sampler state under "ranks")."""
+        own = {"rng": _rng_state(), "sampler": self.sampler.state_dict()}
+        ranks = distributed.gather_objects(own) if self.dist.enabled else []
+        state = {
             "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
             "step": self.step,
@@ -543,7 +691,15 @@ class WGANGPTrainer:
             "rng": _rng_state(),
             "fixed_noise": self.fixed_noise.cpu(),
             "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in self.history.items()},
+            "world_size": self.world_size,
+            "ranks": ranks,
+            "last_gp": float(self._last_gp),
+            "amp_skipped_steps": self.amp_skipped_steps,
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+            state["scaler_g"] = self.scaler_g.state_dict()
+        return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
@@ -559,15 +715,34 @@ class WGANGPTrainer:
         self.critic_iters = int(state["critic_iters"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.history = {k: state["history"][k].tolist() for k in HISTORY_KEYS}
-        _set_rng_state(state["rng"])
+        self._last_gp = torch.tensor(float(state.get("last_gp", 0.0)), device=self.device)
+        self.amp_skipped_steps = int(state.get("amp_skipped_steps", 0))
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+            self.scaler_g.load_state_dict(state["scaler_g"])
+        ranks = state.get("ranks") or []
+        if not self.dist.enabled:
+            _set_rng_state(state["rng"])
+        elif len(ranks) == self.world_size:
+            self.sampler.load_state_dict(ranks[self.rank]["sampler"])
+            _set_rng_state(ranks[self.rank]["rng"])
+        else:
+            # saved with another number of ranks: fresh streams, a function of (seed, rank, step)
+            seed = self.config.seed
+            _seed_all(distributed.derive_seed(seed, self.rank, self.step))
+            self.sampler.generator.manual_seed(
+                distributed.derive_seed(seed * 1009 + 17, self.rank, self.step))
 
     def save_checkpoint(self, path: str) -> None:
-        """Write the whole training state atomically; refuses a state with NaN/inf weights."""
-        if not self.is_main_process:
-            return
+        """Write the whole training state atomically; refuses a state with NaN/inf weights.
+        Collective in a distributed run: every rank calls it, rank 0 writes."""
+        # the weights are identical on every rank, so every rank decides the same here
         if not self._state_is_finite():
             raise NonFiniteLossError(self.step, {"weights": float("nan")})
-        atomic_save(self.state_dict(), path)
+        state = self.state_dict()
+        if self.is_main_process:
+            atomic_save(state, path)
+        distributed.barrier()
 
     @staticmethod
     def read_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
@@ -624,11 +799,18 @@ class WGANGPTrainer:
             "steps_per_second": round(self.step / self.train_seconds, 3)
             if self.train_seconds > 0 else None,
             "device": str(self.device),
+            "world_size": self.world_size,
+            "precision": self.config.precision,
+            "gp_every": self.config.gp_every,
         })
+        if self.scaler is not None:
+            metrics["amp_skipped_steps"] = self.amp_skipped_steps
         if self.history["wasserstein"]:
-            tail = self.history["wasserstein"][-100:]
-            metrics["final_wasserstein_estimate"] = float(np.mean(tail))
-            metrics["final_gp"] = float(np.mean(self.history["gp"][-100:]))
+            for key, name in (("wasserstein", "final_wasserstein_estimate"), ("gp", "final_gp")):
+                # fp16 steps the scaler skipped may have logged an inf penalty: left out
+                tail = [v for v in self.history[key][-100:] if math.isfinite(v)]
+                if tail:
+                    metrics[name] = float(np.mean(tail))
         np.save(os.path.join(folder, "samples.npy"), self.dataset.decode(samples))
         if isinstance(self.dataset, data_mod.TabularDataset):
             self.dataset.write_csv(samples, os.path.join(folder, "samples.csv"))

@@ -74,7 +74,8 @@ def backend_status() -> dict:
     elif not gpu:
         status["cuda"] = "compiled, but no CUDA device is visible"
     else:
-        status["cuda"] = "available (CUDA tensors)"
+        status["cuda"] = ("available (CUDA tensors; experimental: failed its first GPU run, so "
+                          "\"auto\" prefers triton)")
     ok, why = _triton_status()
     if not ok:
         status["triton"] = f"unavailable: {why}; pip install triton"
@@ -139,7 +140,10 @@ def resolve(backend, device: torch.device) -> str:
                                  f"{', '.join(map(repr, BACKENDS))}, got {env!r}")
             backend = env
     if backend == "auto":
-        order = ("cuda", "triton") if device.type == "cuda" else ("cpu",)
+        # The cuda backend failed its first GPU run (wrong results in part of tests/test_gpu.py and
+        # about 1% of copy bandwidth, H100, 2026-11-22) while triton passed and reached 90% of it:
+        # "auto" takes triton on CUDA tensors until `make gpu-check` passes for cuda.
+        order = ("triton", "cuda") if device.type == "cuda" else ("cpu",)
         for name in order:
             if not _usable(name, device):
                 return name

@@ -1,0 +1,143 @@
+"""The benchmark suite's plumbing, run tiny on the CPU: the CSV schema, merging, ratios, and that
+the baseline it times computes what the fused ops compute. Functional only: nothing is timed."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wgangp_fast import bench, reference
+
+EXPECTED_HEADER = ("device,date,kind,name,backend,dtype,size_bytes,median_ms,p20_ms,p80_ms,"
+                   "gbps,copy_gbps,peak_mem_mb,torch,triton")
+TINY = ["--device", "cpu", "--sizes", "0.0625", "--repeats", "2", "--threads", "1"]
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        header = f.readline().rstrip("\n")
+        f.seek(0)
+        return header, list(csv.DictReader(f))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _keep_threads():
+    # --threads sets torch's global thread count; the other tests run with the usual one.
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, _keep_threads):
+    out = tmp_path_factory.mktemp("bench")
+    assert bench.main(TINY + ["--suite", "ops", "--out", str(out)]) == 0
+    assert bench.main(TINY + ["--suite", "steps", "--critics", "ctgan", "mlp28",
+                              "--clock", "cpu", "--out", str(out)]) == 0
+    (csv_path,) = out.glob("*.csv")
+    return out, csv_path
+
+
+def test_csv_has_the_schema_and_both_suites(results):
+    out, csv_path = results
+    header, rows = _read(csv_path)
+    assert header == EXPECTED_HEADER
+    assert csv_path.name == f"cpu-{bench.os.cpu_count()}cores-{dt.date.today():%Y%m%d}.csv"
+    ops = [r for r in rows if r["kind"] == "op"]
+    steps = [r for r in rows if r["kind"] == "step"]
+    assert {r["name"] for r in ops} == {n + s for n in bench.OP_NAMES for s in ("", "@image")}
+    assert {r["backend"] for r in ops} == {"cpu", "reference"}
+    assert {(r["name"], r["backend"]) for r in steps} == {
+        (c, v) for c in ("ctgan", "mlp28") for v in bench.STEP_BACKENDS}
+    for r in rows:
+        assert r["device"] == bench.device_label(torch.device("cpu"))
+        assert r["torch"] == torch.__version__
+        dt.date.fromisoformat(r["date"])
+        med, p20, p80 = (float(r[k]) for k in ("median_ms", "p20_ms", "p80_ms"))
+        assert 0 < p20 <= med <= p80 and math.isfinite(p80)
+        assert int(r["size_bytes"]) > 0
+        assert float(r["peak_mem_mb"]) >= 0
+        if r["kind"] == "op":
+            assert float(r["gbps"]) > 0 and float(r["copy_gbps"]) > 0
+        else:
+            assert r["gbps"] == "" and r["copy_gbps"] == ""
+    assert (out / csv_path.name.replace(".csv", ".md")).read_text().count("| --- |") >= 3
+    assert (out / csv_path.name.replace(".csv", ".png")).stat().st_size > 0
+
+
+def test_ratios_are_positive_and_finite(results):
+    _, csv_path = results
+    rows = bench.read_csv(csv_path)
+    speedups = bench.op_speedups(rows)
+    assert len(speedups) == 2 * len(bench.OP_NAMES)
+    assert all(math.isfinite(s) and s > 0 for _, s in speedups)
+    steps = bench.step_ratios(rows)
+    assert [s["name"] for s in steps] == ["mlp28", "ctgan"]
+    for s in steps:
+        for key in ("a/b", "b/c", "a/c"):
+            assert math.isfinite(s[key]) and s[key] > 0
+
+
+def test_rerun_replaces_rows_instead_of_appending(results):
+    out, csv_path = results
+    _, before = _read(csv_path)
+    assert bench.main(TINY + ["--suite", "ops", "--shapes", "image", "--ops", "roundtrip",
+                              "--out", str(out), "--no-plot"]) == 0
+    _, after = _read(csv_path)
+    keys = [tuple(r[k] for k in bench.ROW_KEY) for r in after]
+    assert len(keys) == len(set(keys)) == len(before)
+
+
+def test_wrong_header_is_refused(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("device,date,kind\n")
+    with pytest.raises(ValueError, match="header"):
+        bench.read_csv(path)
+
+
+def test_merge_keeps_old_rows_and_replaces_same_key():
+    def row(name, backend, ms):
+        return dict(zip(bench.HEADER, ["d", "2024-01-01", "op", name, backend, "float32", "8",
+                                       ms, ms, ms, "1", "1", "0", "t", ""]))
+
+    merged = bench.merge_rows([row("roundtrip", "cpu", "2"), row("interpolate", "cpu", "1")],
+                              [row("roundtrip", "cpu", "3")])
+    assert sorted((r["name"], r["median_ms"]) for r in merged) == [("interpolate", "1"),
+                                                                  ("roundtrip", "3")]
+
+
+def test_percentile_matches_numpy():
+    xs = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
+    for q in (0, 20, 50, 80, 100):
+        assert bench.percentile(xs, q) == pytest.approx(np.percentile(xs, q))
+
+
+def test_file_stem_is_safe():
+    stem = bench.file_stem("NVIDIA H100 80GB HBM3", dt.date(2025, 3, 4))
+    assert stem == "NVIDIA-H100-80GB-HBM3-20250304"
+
+
+@pytest.mark.parametrize("shape", bench.SHAPES)
+def test_baseline_and_fused_cases_compute_the_same(shape):
+    # The timed baseline must be the seed code and compute what the fused op computes, or the
+    # speed-ups would compare different work.
+    n, d, pac = bench.op_geometry(shape, 40_000, torch.float32)
+    sets = bench.make_op_inputs(n, d, torch.float32, torch.device("cpu"), 1)
+    for name in bench.OP_NAMES:
+        results = {}
+        for backend in ("cpu", "reference"):
+            fn = bench.op_case(name, backend, sets, pac)
+            torch.manual_seed(1)
+            results[backend] = fn(0)
+        got, want = results["cpu"], results["reference"]
+        for g, w in zip(got if isinstance(got, tuple) else (got,),
+                        want if isinstance(want, tuple) else (want,)):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    g = sets[0].grads.detach()
+    want = reference.gradient_norm_penalty(g, pac=pac, scale=bench.LAMBDA_GP)
+    torch.testing.assert_close(bench.seed_penalty(g, pac), want)

@@ -1,0 +1,187 @@
+"""Data-parallel training on the CPU (gloo, 2 processes): one critic step's gradients with two
+ranks of half a batch each equal one process's on the whole batch (the penalty's part included);
+the ranks draw different data but hold identical weights; a resumed run continues exactly; and
+`torchrun -m wgangp_fast train` runs end to end with only rank 0 writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed
+import torch.multiprocessing as mp
+
+from wgangp_fast import distributed
+from wgangp_fast.trainer import WGANGPConfig, WGANGPTrainer
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
+                                reason="torch.distributed is not available")
+
+WORLD = 2
+HALF = 8  # per-rank batch; a multiple of PAC, so no pac group straddles two ranks
+PAC = 2
+
+
+def _config(**kw):
+    settings = dict(model="pac", pac=PAC, batch_size=HALF, hidden_dim=8, latent_dim=4,
+                    n_critic=2, steps=4, device="cpu", n_eval_samples=200, lr=1e-3,
+                    lr_decay="none")
+    settings.update(kw)
+    return WGANGPConfig.for_dataset("ring8", **settings)
+
+
+def _fixed_batch():
+    """A combined batch of WORLD * HALF rows and one alpha per pac group."""
+    g = torch.Generator().manual_seed(123)
+    real = torch.randn(WORLD * HALF, 2, generator=g)
+    fake = torch.randn(WORLD * HALF, 2, generator=g)
+    alpha = torch.rand(WORLD * HALF // PAC, generator=g)
+    return real, fake, alpha
+
+
+def _set_dropout(t, p):
+    """PacCritic's dropout draws other masks per rank than for the whole batch: switched off for
+    the gradient comparison so that it is exact (training keeps it on)."""
+    before = 0.0
+    for m in t.critic.modules():
+        if isinstance(m, torch.nn.Dropout):
+            before, m.p = m.p, p
+    return before
+
+
+def _grads(module):
+    return torch.cat([p.grad.detach().reshape(-1) for p in module.parameters()])
+
+
+def _params(module):
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
+def _worker(rank: int, port: int, folder: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    out = {}
+    try:
+        t = WGANGPTrainer(_config())
+        assert t.rank == rank and t.world_size == WORLD and t.is_main_process == (rank == 0)
+        real, fake, alpha = _fixed_batch()
+        rows = slice(rank * HALF, (rank + 1) * HALF)
+        groups = slice(rank * HALF // PAC, (rank + 1) * HALF // PAC)
+        t.optimizer_c.zero_grad(set_to_none=True)
+        p = _set_dropout(t, 0.0)
+        t._critic_backward(real[rows], fake[rows], alpha=alpha[groups])
+        _set_dropout(t, p)
+        out["grads"] = _grads(t.critic)
+        out["first_batch"] = t.sampler.next()
+
+        ckpt = os.path.join(folder, "checkpoint.pt")
+        t.train(2)
+        t.save_checkpoint(ckpt)
+        t.train(4)
+        out["params"] = torch.cat([_params(t.critic), _params(t.generator)])
+        out["noise"] = torch.randn(4)
+        resumed = WGANGPTrainer.from_checkpoint(ckpt)
+        assert resumed.step == 2
+        resumed.train(4)
+        out["resumed"] = torch.cat([_params(resumed.critic), _params(resumed.generator)])
+        out["history"] = torch.tensor(t.history["wasserstein"])
+    finally:
+        distributed.cleanup()
+    torch.save(out, os.path.join(folder, f"rank{rank}.pt"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("ddp"))
+    mp.spawn(_worker, args=(_free_port(), folder), nprocs=WORLD, join=True)
+    return folder, [torch.load(os.path.join(folder, f"rank{r}.pt")) for r in range(WORLD)]
+
+
+def test_two_ranks_of_half_a_batch_give_the_whole_batch_gradient(two_ranks):
+    _, ranks = two_ranks
+    torch.set_num_threads(1)
+    single = WGANGPTrainer(_config(batch_size=WORLD * HALF))
+    _set_dropout(single, 0.0)
+    assert single.world_size == 1
+    real, fake, alpha = _fixed_batch()
+    single.optimizer_c.zero_grad(set_to_none=True)
+    single._critic_backward(real, fake, alpha=alpha)
+    whole = _grads(single.critic)
+    for r in range(WORLD):
+        torch.testing.assert_close(ranks[r]["grads"], whole, rtol=1e-5, atol=1e-7)
+    # the all-reduce did something: one half alone gives another gradient
+    single.optimizer_c.zero_grad(set_to_none=True)
+    single._critic_backward(real[:HALF], fake[:HALF], alpha=alpha[:HALF // PAC])
+    assert not torch.allclose(_grads(single.critic), whole, rtol=1e-3, atol=1e-5)
+
+
+def test_ranks_draw_their_own_data_and_hold_identical_weights(two_ranks):
+    folder, ranks = two_ranks
+    a, b = ranks
+    assert not torch.equal(a["first_batch"], b["first_batch"])
+    assert not torch.equal(a["noise"], b["noise"])
+    assert torch.equal(a["params"], b["params"])
+    assert torch.isfinite(a["params"]).all()
+    # logged losses are the mean over the ranks: the same on every rank
+    assert torch.equal(a["history"], b["history"])
+    state = WGANGPTrainer.read_checkpoint(os.path.join(folder, "checkpoint.pt"))
+    assert state["step"] == 2 and len(state["ranks"]) == WORLD
+
+
+def test_a_resumed_distributed_run_ends_with_the_same_weights(two_ranks):
+    _, ranks = two_ranks
+    for r in ranks:
+        assert torch.equal(r["resumed"], r["params"])
+
+
+def test_torchrun_cli_trains_and_only_rank_0_writes(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           str(WORLD), "-m", "wgangp_fast", "train", "--out", str(out), "--steps", "2",
+           "--batch", "8", "--hidden-dim", "8", "--latent-dim", "4", "--n-critic", "1",
+           "--eval-samples", "200", "--no-progress", "--device", "cpu", "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("done: 2 steps") == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["world_size"] == WORLD
+    state = WGANGPTrainer.read_checkpoint(str(out / "checkpoint.pt"))
+    assert len(state["ranks"]) == WORLD
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+def test_separate_backward_is_refused_when_distributed(monkeypatch):
+    def fake_setup(device):
+        return distributed.DistInfo(rank=0, world_size=2), torch.device("cpu")
+
+    monkeypatch.setattr(distributed, "setup", fake_setup)
+    with pytest.raises(ValueError, match="separate_backward"):
+        WGANGPTrainer(_config(separate_backward=True))
+
+
+def test_derive_seed_is_deterministic_and_rank_specific():
+    assert distributed.derive_seed(1, 0, 5) == distributed.derive_seed(1, 0, 5)
+    assert len({distributed.derive_seed(1, r, s) for r in range(4) for s in range(4)}) == 16
+    assert 0 <= distributed.derive_seed(2 ** 40, 3, 7) < 2 ** 63
+
+
+def test_single_process_setup_is_a_no_op(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    info, device = distributed.setup("cpu")
+    assert not info.enabled and info.is_main and device is None
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE must be an integer"):
+        distributed.setup("cpu")
