@@ -43,7 +43,10 @@ inline int sm_count(int device) {
   int value = cached ? cache[device].load(std::memory_order_relaxed) : 0;
   if (value == 0) {
     int sms = 0;
-    value = query_or(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), sms, 1);
+    // The query must run before `sms` is read: function arguments have no evaluation order, and
+    // reading it in the same call read 0 and clamped every grid to one block (H100, 2026-11-22).
+    const cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    value = query_or(err, sms, 1);
     if (cached) cache[device].store(value, std::memory_order_relaxed);
   }
   return value;
@@ -52,8 +55,9 @@ inline int sm_count(int device) {
 // Blocks of kThreads threads of `kernel` that fit on one SM at once.
 inline int blocks_per_sm(const void* kernel) {
   int blocks = 0;
-  return query_or(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, 0),
-                  blocks, 1);
+  const cudaError_t err =
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, 0);
+  return query_or(err, blocks, 1);
 }
 
 // Grid of a grid-stride elementwise kernel over `runs` runs of one pack each: one thread per
