@@ -141,3 +141,17 @@ def test_baseline_and_fused_cases_compute_the_same(shape):
     g = sets[0].grads.detach()
     want = reference.gradient_norm_penalty(g, pac=pac, scale=bench.LAMBDA_GP)
     torch.testing.assert_close(bench.seed_penalty(g, pac), want)
+
+
+def test_render_rewrites_markdown_and_chart_from_a_csv(results, tmp_path):
+    out, csv_path = results
+    copy = tmp_path / csv_path.name
+    copy.write_text(csv_path.read_text())
+    md = copy.with_suffix(".md")
+    md.write_text((out / md.name).read_text())
+    assert bench.main(["--render", str(copy)]) == 0
+    text = md.read_text()
+    assert "Latest command:" in text and "## Ops" in text and "## Critic steps" in text
+    assert copy.with_suffix(".png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="no such results CSV"):
+        bench.main(["--render", str(tmp_path / "missing.csv")])

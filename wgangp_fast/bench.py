@@ -32,6 +32,7 @@ import copy
 import csv
 import ctypes
 import datetime as _dt
+import importlib.util
 import math
 import os
 import re
@@ -240,14 +241,21 @@ def _time_call(fn: Callable[[int], object], k: int, device: torch.device,
     return perf_counter() - t0
 
 
-def measure(cases: Dict[str, Callable[[int], object]], device: torch.device,
-            budget: Budget) -> Dict[str, List[float]]:
-    """Seconds per call of every case, interleaved round by round. fn(k) gets the call index."""
+def measure(cases: Dict[str, Callable[[int], object]], device: torch.device, budget: Budget,
+            peaks: Dict[str, float] | None = None) -> Dict[str, List[float]]:
+    """Seconds per call of every case, interleaved round by round. fn(k) gets the call index.
+
+    With a `peaks` dict, also fills in each case's peak memory (peak_memory_mb), measured after
+    the warm-up so that one-time allocations (cuBLAS workspaces, Triton compiles) are not counted.
+    """
     names = list(cases)
     for k in range(budget.warmup):
         for name in names:
             cases[name](k)
     synchronize(device)
+    if peaks is not None:
+        for name in names:
+            peaks[name] = peak_memory_mb(cases[name], device)
     samples: Dict[str, List[float]] = {name: [] for name in names}
     start = perf_counter()
     rounds = 0
@@ -463,14 +471,14 @@ def run_ops(device: torch.device, sizes_mib: Sequence[float], dtypes: Sequence[s
                 results = []
                 for name in names:
                     cases = {b: op_case(name, b, sets, pac) for b in backends}
-                    peaks = {b: peak_memory_mb(fn, device) for b, fn in cases.items()}
                     cases["copy"] = copy_case(sets)
-                    samples = measure(cases, device, budget)
+                    peaks: Dict[str, float] = {}
+                    samples = measure(cases, device, budget, peaks)
                     copy_samples += samples.pop("copy")
                     results.append((name, samples, peaks))
                 copy_gbps = 2 * nbytes / percentile(copy_samples, 50) / 1e9
                 log(f"[ops] {shape} {dtype_name} [{n}, {d}] pac={pac} "
-                    f"({nbytes / MIB:.3g} MiB, {len(sets)} input sets): "
+                    f"({_size_label(nbytes)}, {len(sets)} input sets): "
                     f"copy {copy_gbps:.2f} GB/s")
                 for name, samples, peaks in results:
                     stats = {b: summary_ms(samples[b]) for b in backends}
@@ -555,8 +563,8 @@ def run_steps(device: torch.device, critics: Sequence[str], dtypes: Sequence[str
             fake = torch.randn(spec.batch, *spec.in_shape, device=device)
             cases = {v: step_case(spec, v, copy.deepcopy(base), real, fake, autocast_dtype)
                      for v in STEP_BACKENDS}
-            peaks = {v: peak_memory_mb(fn, device) for v, fn in cases.items()}
-            samples = measure(cases, device, budget)
+            peaks: Dict[str, float] = {}
+            samples = measure(cases, device, budget, peaks)
             nbytes = real.numel() * real.element_size()
             med = {}
             for v in STEP_BACKENDS:
@@ -575,6 +583,13 @@ def run_steps(device: torch.device, critics: Sequence[str], dtypes: Sequence[str
 # ---------------------------------------------------------------------------------------------
 
 ROW_KEY = ("kind", "name", "backend", "dtype", "size_bytes")
+
+
+def _dtype_rank(label: str) -> Tuple[int, str]:
+    """float32 first, then the order of DTYPES; autocast rows next to their dtype."""
+    base = label[:-len(AUTOCAST_SUFFIX)] if label.endswith(AUTOCAST_SUFFIX) else label
+    names = list(DTYPES)
+    return (names.index(base) if base in names else len(names), label)
 
 
 def read_csv(path: Path) -> List[Dict[str, str]]:
@@ -598,7 +613,7 @@ def merge_rows(old: Sequence[Dict[str, str]], new: Sequence[Dict[str, str]]) -> 
     def order(r):
         base, shape = _op_base(r["name"]) if r["kind"] == "op" else (r["name"], "")
         return (kind_order.get(r["kind"], 2), SHAPES.index(shape) if shape in SHAPES else -1,
-                r["dtype"], int(r["size_bytes"]), name_order.get(base, 99), base,
+                _dtype_rank(r["dtype"]), int(r["size_bytes"]), name_order.get(base, 99), base,
                 backend_order.get(r["backend"], 99))
 
     return sorted(merged.values(), key=order)
@@ -658,7 +673,7 @@ def step_ratios(rows: Sequence[Dict[str, str]]) -> List[Dict[str, object]]:
                     "a": a, "b": b, "c": c, "a/b": a / b, "b/c": b / c, "a/c": a / c,
                     "penalty_speedup": share})
     order = {c: i for i, c in enumerate(CRITICS)}
-    return sorted(out, key=lambda s: (order.get(s["name"], 99), s["dtype"]))
+    return sorted(out, key=lambda s: (order.get(s["name"], 99), _dtype_rank(s["dtype"])))
 
 
 def _fmt_ms(r: Dict[str, str]) -> str:
@@ -738,7 +753,7 @@ def markdown(rows: Sequence[Dict[str, str]], notes: Sequence[str] = ()) -> str:
 
 def plot(rows: Sequence[Dict[str, str]], path: Path) -> bool:
     """Bar charts of the speed-ups: fused roundtrip vs reference per size, and a/b per critic.
-    Returns False (and draws nothing) without matplotlib."""
+    Returns False (and draws nothing) without matplotlib or without rows to draw."""
     try:
         import matplotlib
 
@@ -842,11 +857,48 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         "(CPU device, implies --threads 1), for a machine shared with other "
                         "work, where elapsed times measure the other work too")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
+    p.add_argument("--render", metavar="CSV", type=Path,
+                   help="measure nothing: rewrite the markdown and chart of an existing results "
+                        "CSV (e.g. one from another machine), keeping the markdown's notes")
     return p
+
+
+def _preamble(md_path: Path) -> List[str]:
+    """The note lines of an existing results markdown (between its title and first section)."""
+    if not md_path.exists():
+        return []
+    lines = md_path.read_text().splitlines()[1:]
+    out = []
+    for line in lines:
+        if line.startswith("## "):
+            break
+        if line.strip() and not line.startswith("torch "):
+            out.append(line)
+    return out
+
+
+def render(csv_path: Path, plot_chart: bool = True) -> str:
+    """Rewrite <stem>.md (and <stem>.png) of a results CSV from its rows; returns the markdown."""
+    rows = merge_rows([], read_csv(csv_path))
+    md_path = csv_path.with_suffix(".md")
+    text = markdown(rows, _preamble(md_path))
+    md_path.write_text(text + "\n")
+    if plot_chart:
+        if importlib.util.find_spec("matplotlib") is None:
+            print("no chart: matplotlib is not installed (pip install matplotlib)",
+                  file=sys.stderr)
+        else:
+            plot(rows, csv_path.with_suffix(".png"))
+    return text
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     args = build_parser(prog).parse_args(argv)
+    if args.render is not None:
+        if not args.render.is_file():
+            raise SystemExit(f"--render: no such results CSV: {args.render}")
+        print(render(args.render, not args.no_plot))
+        return 0
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -918,7 +970,11 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     text = markdown(merged, notes)
     (out / f"{stem}.md").write_text(text + "\n")
     if not args.no_plot:
-        plot(merged, out / f"{stem}.png")
+        if importlib.util.find_spec("matplotlib") is None:
+            print("no chart: matplotlib is not installed (pip install matplotlib)",
+                  file=sys.stderr)
+        else:
+            plot(merged, out / f"{stem}.png")
     print()
     print(text)
     return 0
