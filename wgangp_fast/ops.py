@@ -342,7 +342,7 @@ def interpolate(real: Tensor, fake: Tensor, alpha: Optional[Tensor] = None, *, p
     else:
         alpha = V.group_vector("alpha", alpha, m, real)
     name = backends.resolve(backend, real.device)
-    return _run(_interpolate, _InterpolateFn, real, fake, alpha.to(V.acc_dtype(real.dtype)), pac,
+    return _run(_interpolate, _InterpolateFn, real, fake, alpha.to(eager.acc_dtype(real.dtype)), pac,
                 name)
 
 

@@ -29,6 +29,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .backends.eager import acc_dtype
+
 NONE, MEAN, SUM = 0, 1, 2
 
 
@@ -399,10 +401,6 @@ def _bits(x: float) -> int:
     return struct.unpack("<q", struct.pack("<d", float(x)))[0]
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _tl_acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
@@ -441,9 +439,9 @@ def _like(name: str, t: Tensor, real: Tensor) -> None:
 
 def _pair(real: Tensor, fake: Tensor, alpha: Tensor, pac: int):
     _like("fake", fake, real)
-    if alpha.dtype != _acc_dtype(real.dtype):
+    if alpha.dtype != acc_dtype(real.dtype):
         raise TypeError(f"wgangp_fast: alpha must be in the accumulation dtype "
-                        f"{_acc_dtype(real.dtype)}, got {alpha.dtype}")
+                        f"{acc_dtype(real.dtype)}, got {alpha.dtype}")
     m, g = _geometry(real, pac, "real")
     return m, g, _vector(alpha, m, "alpha", real)
 
@@ -496,7 +494,7 @@ def penalty_forward(grads: Tensor, weight: Tensor | None, pac: int, target: floa
     m, g = _geometry(grads, pac, "grads")
     weight = _vector(weight, m, "weight", grads)
     grads = grads.contiguous()
-    acc = _acc_dtype(grads.dtype)
+    acc = acc_dtype(grads.dtype)
     dev = grads.device
     norms = torch.empty(m, dtype=acc, device=dev)
     out = torch.empty((m,) if reduction == NONE else (), dtype=grads.dtype, device=dev)

@@ -14,14 +14,9 @@ namespace cpu {
 namespace {
 
 void check_pair(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& alpha) {
-  TORCH_CHECK(real.sizes() == fake.sizes(), "wgangp_fast: real and fake must have the same shape");
-  TORCH_CHECK(real.scalar_type() == fake.scalar_type(),
-              "wgangp_fast: real and fake must have the same dtype");
+  check_interpolate_args(real, fake, alpha);
   TORCH_CHECK(real.device().is_cpu() && fake.device().is_cpu() && alpha.device().is_cpu(),
               "wgangp_fast: the CPU kernels take CPU tensors");
-  TORCH_CHECK(alpha.scalar_type() == at::toOpMathType(real.scalar_type()),
-              "wgangp_fast: alpha must be in the accumulation dtype ",
-              at::toOpMathType(real.scalar_type()));
 }
 
 }  // namespace

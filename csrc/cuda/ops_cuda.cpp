@@ -80,15 +80,10 @@ GroupVec group_vec(const std::optional<at::Tensor>& t, const at::Tensor& like, i
 }
 
 void check_pair(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& alpha) {
-  TORCH_CHECK(real.sizes() == fake.sizes(), "wgangp_fast: real and fake must have the same shape");
-  TORCH_CHECK(real.scalar_type() == fake.scalar_type(),
-              "wgangp_fast: real and fake must have the same dtype");
+  check_interpolate_args(real, fake, alpha);
   check_cuda(real, real, "real");
   check_cuda(fake, real, "fake");
   check_cuda(alpha, real, "alpha");
-  TORCH_CHECK(alpha.scalar_type() == at::toOpMathType(real.scalar_type()),
-              "wgangp_fast: alpha must be in the accumulation dtype ",
-              at::toOpMathType(real.scalar_type()));
 }
 
 at::Tensor workspace_for(const ReducePlan& plan, const at::Tensor& like, at::ScalarType acc) {

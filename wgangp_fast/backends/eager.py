@@ -16,6 +16,7 @@ NONE, MEAN, SUM = 0, 1, 2
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The accumulation dtype of every backend: float64 for float64, float32 otherwise."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
