@@ -13,7 +13,7 @@ endif
 export PATH := $(abspath $(BIN)):$(PATH)
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
 
-.PHONY: demo test build bench gpu-check lint clean
+.PHONY: demo test build bench gpu-check gpu-tests-dry lint clean
 
 $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ build: $(BIN)/.built
 test: build
 	$(BIN)/python -m pytest tests -m "not triton_interp" -q
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest tests -m triton_interp -q
+	$(MAKE) gpu-tests-dry GPU_DRY_ARGS='-k "not float32 and not float16 and not large_layouts and not repeated_calls"'
+
+# The triton half of tests/test_gpu.py on CPU tensors under the Triton interpreter: catches bugs
+# in the GPU tests themselves before a GPU session. `make test` runs the float64 slice (1 min);
+# `make gpu-tests-dry GPU_DRY_ARGS=` runs all of it (15 min on this 2-core machine).
+GPU_DRY_ARGS ?=
+gpu-tests-dry: build
+	WGANGP_FAST_GPU_TESTS_DRY_RUN=1 TRITON_INTERPRET=1 $(BIN)/python -m pytest tests/test_gpu.py -q $(GPU_DRY_ARGS)
 
 demo: build
 	$(BIN)/python -m wgangp_fast train --dataset ring8 --steps 3000 --out runs/demo --threads 1

@@ -5,9 +5,10 @@
 # in GPU_CHECK_BUDGET_S seconds (default 540); stages run most valuable first, so a slow machine
 # loses the least useful results. Needs no network.
 #
-# Logs and results go to build/gpu_check/ and, when $OUT names a folder, into it (5 files):
+# Logs and results go to build/gpu_check/ and, when $OUT names a folder, into it (up to 6 files):
 #   gpu_check.log   the whole transcript          summary.txt   one line per stage
 #   results.tar.gz  junit XML + benchmark CSV/markdown/PNG      <device>-<date>.csv/.md
+#   failures.txt    each failing test's report, written as it fails
 #
 # Environment: PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default 9.0: H100/H200),
 # GPU_CHECK_BUDGET_S, OUT.
@@ -73,8 +74,8 @@ pytest_stage() {
     envs+=("$1")
     shift
   done
-  stage "$name" "$cap" env ${envs[@]+"${envs[@]}"} "$PY" -m pytest -q -ra --tb=short \
-    -p no:cacheprovider --junitxml="$LOGS/junit-$name.xml" "$@"
+  stage "$name" "$cap" env WGANGP_FAST_FAILURE_LOG="$LOGS/failures.txt" ${envs[@]+"${envs[@]}"} \
+    "$PY" -m pytest -q -ra --tb=short -p no:cacheprovider --junitxml="$LOGS/junit-$name.xml" "$@"
 }
 
 info() {
@@ -149,7 +150,14 @@ main() {
   build
   stage status 60 "$PY" -c "import wgangp_fast, pprint; pprint.pprint(wgangp_fast.backend_status())"
   # The GPU tests first: the CUDA and Triton kernels against the float64 reference.
-  pytest_stage gpu-tests 220 tests/test_gpu.py tests/test_cuda_build.py
+  # One process per backend, the error-path tests last in their own: a crash (the first H100
+  # run segfaulted in test_kernel_ops_reject_mixed_devices_and_wrong_dtypes) then loses one
+  # stage, not the others' results; failures reach $LOGS/failures.txt as they happen.
+  local errors="test_kernel_ops_reject_mixed_devices_and_wrong_dtypes"
+  pytest_stage gpu-tests-triton 110 tests/test_gpu.py -k "triton and not $errors"
+  pytest_stage gpu-tests-cuda 130 tests/test_gpu.py tests/test_cuda_build.py \
+    -k "not triton and not $errors"
+  pytest_stage gpu-tests-errors 40 tests/test_gpu.py -k "$errors"
   benchmarks
   # Then the rest of the suite (its gpu-marked tests run here), then the shared op matrix
   # (tests/cases.py) on CUDA tensors.
@@ -170,6 +178,7 @@ collect() {
   [ -n "${OUT:-}" ] || return 0
   mkdir -p "$OUT"
   cp "$LOGS/gpu_check.log" "$LOGS/summary.txt" "$OUT/" 2>/dev/null
+  cp "$LOGS/failures.txt" "$OUT/" 2>/dev/null
   local fresh
   fresh=$(cd "$ROOT" && find benchmarks/results -type f -newer "$LOGS/.start" | sort)
   for f in $fresh; do

@@ -2,9 +2,16 @@
 (wgangp_fast.reference) computed from the same rounded inputs: every dtype, odd shapes, pac, every
 penalty parameter, zero gradients, gradcheck/gradgradcheck, opcheck, bitwise repeatability,
 non-contiguous and misaligned inputs, one huge group and many small ones, more than 2^31
-elements, streams, CUDA graphs and no host synchronisation. Skipped without a CUDA device."""
+elements, streams, CUDA graphs and no host synchronisation. Skipped without a CUDA device.
+
+Dry run (`make test` does one): with WGANGP_FAST_GPU_TESTS_DRY_RUN=1 and TRITON_INTERPRET=1 the
+triton half runs on CPU tensors under the Triton interpreter, so a bug in these tests shows before
+a GPU session (the first H100 run lost every float64 case to one: a test that set requires_grad
+on its input through `.double()`, a no-op on float64 tensors)."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -14,10 +21,15 @@ from wgangp_fast import reference as R
 
 from .cases import DTYPES, PACS, PENALTY_PARAMS, penalty_param_id, tol
 
+DRY_RUN = (os.environ.get("WGANGP_FAST_GPU_TESTS_DRY_RUN") == "1"
+           and os.environ.get("TRITON_INTERPRET") == "1" and not torch.cuda.is_available())
 pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+              pytest.mark.skipif(not (torch.cuda.is_available() or DRY_RUN),
+                                 reason="needs a CUDA device")]
 
-DEV = torch.device("cuda")
+DEV = torch.device("cpu" if DRY_RUN else "cuda")
+# What the dry run cannot exercise: the compiled cuda backend and CUDA runtime features.
+NEEDS_CUDA = pytest.mark.skipif(DRY_RUN, reason="dry run on CPU: needs a CUDA device")
 # Per-sample shapes: [N, D] with D in {1, 7, 1023, 4097}, and [N, C, H, W].
 SHAPES = [(1,), (7,), (1023,), (4097,), (3, 5, 7), (3, 32, 32)]
 
@@ -26,7 +38,9 @@ def _gpu_backends(names=("cuda", "triton")):
     params = []
     for name in names:
         marks = []
-        if torch.cuda.is_available() and name not in wgangp_fast.available_backends():
+        if DRY_RUN and name != "triton":
+            marks.append(pytest.mark.skip(reason=f"dry run on CPU: backend {name} needs a GPU"))
+        elif torch.cuda.is_available() and name not in wgangp_fast.available_backends():
             marks.append(pytest.mark.skip(
                 reason=f"backend {name}: {wgangp_fast.backend_status()[name]}"))
         params.append(pytest.param(name, marks=marks, id=name))
@@ -35,7 +49,11 @@ def _gpu_backends(names=("cuda", "triton")):
 
 BACKENDS = _gpu_backends()
 CUDA_ONLY = _gpu_backends(("cuda",))
-DTYPE = [pytest.param(dt, id=str(dt).replace("torch.", "")) for dt in DTYPES]
+DTYPE = [pytest.param(dt, id=str(dt).replace("torch.", ""),
+                     marks=[pytest.mark.skipif(DRY_RUN and dt == torch.bfloat16,
+                                               reason="the Triton interpreter has no bfloat16 "
+                                                      "arithmetic")])
+         for dt in DTYPES]
 
 
 def acc_of(dtype):
@@ -93,14 +111,14 @@ def test_interpolate_matches_reference(backend, dtype, shape, pac, groups):
     n = pac * groups
     real, fake = rand((n, *shape), dtype, 0), rand((n, *shape), dtype, 1)
     alpha = uniform(groups, 2)
-    r64, f64 = real.double().requires_grad_(), fake.double().requires_grad_()
+    r64, f64 = real.double().clone().requires_grad_(), fake.double().clone().requires_grad_()
     a64 = alpha.clone().requires_grad_()
     expected = R.interpolate(r64, f64, a64, pac)
 
     r, f = real.clone().requires_grad_(), fake.clone().requires_grad_()
     a = alpha.to(acc_of(dtype)).requires_grad_()
     got = wgangp_fast.interpolate(r, f, a, pac=pac, backend=backend)
-    assert got.dtype == dtype and got.shape == real.shape and got.is_cuda
+    assert got.dtype == dtype and got.shape == real.shape and got.device == real.device
     close(got, expected.detach(), dtype)
 
     g = rand((n, *shape), dtype, 3)
@@ -125,7 +143,7 @@ def _check_penalty(backend, dtype, shape, pac, groups, params):
     n = pac * groups
     grads = penalty_grads(n, shape, dtype, pac, seed=4)
     kw64 = _penalty_kwargs(params, groups, torch.float64)
-    g64 = grads.double().requires_grad_()
+    g64 = grads.double().clone().requires_grad_()
     expected = R.gradient_norm_penalty(g64, pac=pac, **kw64)
     norms64 = ref_norms(g64.detach(), pac, kw64.get("eps", 0.0), kw64.get("input_scale", 1.0))
 
@@ -133,7 +151,7 @@ def _check_penalty(backend, dtype, shape, pac, groups, params):
     kw = _penalty_kwargs(params, groups, torch.float32)
     got, norms = wgangp_fast.gradient_norm_penalty(g, pac=pac, backend=backend,
                                                    return_norms=True, **kw)
-    assert got.dtype == dtype and got.shape == expected.shape and got.is_cuda
+    assert got.dtype == dtype and got.shape == expected.shape and got.device == grads.device
     assert norms.dtype == acc_of(dtype) and norms.shape == (groups,)
     close(got, expected.detach(), dtype)
     close(norms, norms64, acc_of(dtype))
@@ -172,7 +190,7 @@ def test_penalty_parameters_match_reference(backend, dtype, shape, pac, groups, 
 def test_gradient_through_the_norms_output(backend, dtype, pac):
     n = 3 * pac
     grads = penalty_grads(n, (33,), dtype, pac, seed=6)
-    g64 = grads.double().requires_grad_()
+    g64 = grads.double().clone().requires_grad_()
     out64 = R.gradient_norm_penalty(g64, pac=pac, target=0.5)
     n64 = ref_norms(g64, pac)
     w = uniform(3, 7, -1.0, 1.0)
@@ -260,6 +278,7 @@ def test_opcheck_registered_ops(backend):
                            1.0, 1, 1.0, backend))
 
 
+@NEEDS_CUDA
 @pytest.mark.parametrize("dtype", DTYPE)
 def test_opcheck_cuda_kernel_ops(dtype):
     if "cuda" not in wgangp_fast.available_backends():
@@ -346,10 +365,10 @@ def test_large_layouts_match_reference(backend, layout):
         backend, real, fake, alpha.to(acc_of(dtype)), grads, pac, target=0.8,
         weight=weight.float())
 
-    r64, a64 = real.double().requires_grad_(), alpha.clone().requires_grad_()
+    r64, a64 = real.double().clone().requires_grad_(), alpha.clone().requires_grad_()
     x64 = R.interpolate(r64, fake.double(), a64, pac)
     x64.backward(grads.double())
-    g64 = grads.double().requires_grad_()
+    g64 = grads.double().clone().requires_grad_()
     out64 = R.gradient_norm_penalty(g64, pac=pac, target=0.8, weight=weight)
     n64 = ref_norms(g64, pac)
     (out64 + n64.sum()).backward()
@@ -401,6 +420,7 @@ def test_misaligned_and_non_contiguous_inputs(backend, dtype, shape, pac):
             close(b, a, dtype if name != "norms" else acc_of(dtype), scale=4)
 
 
+@NEEDS_CUDA
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_more_than_2_31_elements(backend):
     per_sample = 2 ** 30 + 64  # two samples: 2^31 + 128 elements
