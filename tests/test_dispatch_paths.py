@@ -55,3 +55,35 @@ def test_dispatcher_path_gradgradcheck(backend, monkeypatch):
 
     assert torch.autograd.gradcheck(pen, (grads,))
     assert torch.autograd.gradgradcheck(pen, (grads,))
+
+
+@pytest.mark.parametrize("backend", BACKEND)
+def test_calls_autograd_would_not_record_skip_the_function(backend, monkeypatch):
+    """No input requiring grad, or grad mode off (a first-order backward): the kernel runs bare,
+    with the same values as through the autograd.Function, and records no graph."""
+    real, fake = batch(6, (5,), torch.float32, 7), batch(6, (5,), torch.float32, 8)
+    alpha = torch.tensor([0.2, 0.5, 0.9], device=real.device)
+    grads = batch(6, (5,), torch.float32, 9)
+    applied = []
+    for fn in (ops._InterpolateFn, ops._PenaltyFn, ops._PenaltyBackwardFn):
+        original = fn.apply
+        monkeypatch.setattr(fn, "apply", lambda *a, _o=original, _fn=fn: applied.append(_fn)
+                            or _o(*a))
+    x = wgangp_fast.interpolate(real, fake, alpha, pac=2, backend=backend)
+    out = wgangp_fast.gradient_norm_penalty(grads, pac=2, backend=backend)
+    assert applied == [] and x.grad_fn is None and out.grad_fn is None
+
+    g = grads.clone().requires_grad_()
+    out_g = wgangp_fast.gradient_norm_penalty(g, pac=2, backend=backend)
+    assert applied == [ops._PenaltyFn]
+    (d_plain,) = torch.autograd.grad(out_g, g, retain_graph=True)
+    assert applied == [ops._PenaltyFn]  # first order: the backward kernel ran bare
+    (d_graph,) = torch.autograd.grad(out_g, g, create_graph=True)
+    assert applied == [ops._PenaltyFn, ops._PenaltyBackwardFn] and d_graph.grad_fn is not None
+    assert torch.equal(d_plain, d_graph.detach())
+    with torch.no_grad():
+        assert torch.equal(out, wgangp_fast.gradient_norm_penalty(g, pac=2, backend=backend))
+    assert torch.equal(out, out_g.detach())
+    assert torch.equal(x, ops._InterpolateFn.kernel(real, fake, alpha, 2,
+                                                    wgangp_fast.backends.resolve(backend,
+                                                                                 real.device)))

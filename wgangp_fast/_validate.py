@@ -74,6 +74,9 @@ def group_vector(name: str, v, m: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def finite(name: str, x, *, minimum: Optional[float] = None, positive: bool = False) -> float:
+    if type(x) is float and math.isfinite(x) and (minimum is None or x >= minimum) and (
+            not positive or x > 0):
+        return x
     if isinstance(x, torch.Tensor):
         if x.numel() != 1:
             raise TypeError(f"{name} must be a number, got a tensor of shape {list(x.shape)}")

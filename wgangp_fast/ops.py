@@ -37,10 +37,16 @@ def _use_dispatcher() -> bool:
 def _run(op, function, *args, ctx=None):
     """Call the registered op or its autograd.Function twin with the same arguments. A backward
     (given its ctx) stays on the path its forward took, so tracers that call the registered op
-    see only registered ops."""
+    see only registered ops. Where autograd would record nothing (grad mode off, as in a
+    first-order backward, or no input requiring grad, as for interpolate on data), the twin's
+    kernel runs without the autograd.Function around it: about 10 us less per call."""
     if _use_dispatcher() or (ctx is not None and not getattr(ctx, "twin", False)):
         return op(*args)
-    return function.apply(*args)
+    if torch.is_grad_enabled():
+        for i in function.tensor_args:
+            if args[i] is not None and args[i].requires_grad:
+                return function.apply(*args)
+    return function.kernel(*args)
 
 # ---------------------------------------------------------------------------------------------
 # interpolate
@@ -251,10 +257,12 @@ _penalty_backward.register_autograd(_penalty_backward_grad, setup_context=_penal
 # ---------------------------------------------------------------------------------------------
 
 
-def _twin(name, forward, setup, backward):
+def _twin(name, tensor_args, forward, setup, backward):
     """An autograd.Function whose forward is `forward` and whose ctx handling and backward are
     exactly those registered for the torch.library op. It carries the op's name, so a graph's
-    grad_fn reads the same on both paths (e.g. wgangp_fast_gradient_norm_penaltyBackward)."""
+    grad_fn reads the same on both paths (e.g. wgangp_fast_gradient_norm_penaltyBackward).
+    `tensor_args`: the positions of the (optional) tensor arguments, for _run's requires_grad
+    check."""
 
     def fwd(ctx, *args):
         output = forward(*args)
@@ -263,27 +271,28 @@ def _twin(name, forward, setup, backward):
         return output
 
     return type(name, (torch.autograd.Function,),
-                {"forward": staticmethod(fwd), "backward": staticmethod(backward)})
+                {"forward": staticmethod(fwd), "backward": staticmethod(backward),
+                 "kernel": staticmethod(forward), "tensor_args": tensor_args})
 
 
 _InterpolateFn = _twin(
-    "wgangp_fast_interpolate",
+    "wgangp_fast_interpolate", (0, 1, 2),
     lambda real, fake, alpha, pac, backend: backends.get(backend).interpolate(real, fake, alpha,
                                                                               pac),
     _interpolate_setup, _interpolate_grad)
 _InterpolateBackwardFn = _twin(
-    "wgangp_fast_interpolate_backward",
+    "wgangp_fast_interpolate_backward", (0, 1, 2, 3),
     lambda grad, real, fake, alpha, pac, backend: tuple(
         backends.get(backend).interpolate_backward(grad, real, fake, alpha, pac)),
     _interpolate_backward_setup, _interpolate_backward_grad)
 _PenaltyFn = _twin(
-    "wgangp_fast_gradient_norm_penalty",
+    "wgangp_fast_gradient_norm_penalty", (0, 1),
     lambda grads, weight, pac, target, one_sided, eps, input_scale, reduction, scale, backend:
     tuple(backends.get(backend).penalty_forward(grads, weight, pac, target, one_sided, eps,
                                                 input_scale, reduction, scale)),
     _penalty_setup, _penalty_grad)
 _PenaltyBackwardFn = _twin(
-    "wgangp_fast_gradient_norm_penalty_backward",
+    "wgangp_fast_gradient_norm_penalty_backward", (0, 1, 2, 3, 4),
     lambda grad_out, grad_norms, grads, norms, weight, pac, target, one_sided, input_scale,
     reduction, scale, backend: backends.get(backend).penalty_backward(
         grad_out, grad_norms, grads, norms, weight, pac, target, one_sided, input_scale, reduction,
@@ -342,8 +351,10 @@ def interpolate(real: Tensor, fake: Tensor, alpha: Optional[Tensor] = None, *, p
     else:
         alpha = V.group_vector("alpha", alpha, m, real)
     name = backends.resolve(backend, real.device)
-    return _run(_interpolate, _InterpolateFn, real, fake, alpha.to(eager.acc_dtype(real.dtype)), pac,
-                name)
+    acc = eager.acc_dtype(real.dtype)
+    if alpha.dtype != acc:
+        alpha = alpha.to(acc)
+    return _run(_interpolate, _InterpolateFn, real, fake, alpha, pac, name)
 
 
 def gradient_norm_penalty(grads: Tensor, *, pac: int = 1, target: float = 1.0,

@@ -21,6 +21,7 @@ float64 kernels.
 from __future__ import annotations
 
 import contextlib
+import functools
 import struct
 from typing import NamedTuple
 
@@ -376,6 +377,7 @@ def _column_block(g: int) -> int:
     return best
 
 
+@functools.lru_cache(maxsize=1024)
 def _tiles(m: int, g: int) -> _Tiles:
     """Every tile choice of this module. They depend on the shape only (never on the device), so
     results are the same on every GPU and every call."""
@@ -406,8 +408,11 @@ def _tl_acc(dtype: torch.dtype):
 
 
 def _guard(t: Tensor):
-    # Triton launches on the current CUDA device; the tensors may live on another one.
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+    # Triton launches on the current CUDA device; the tensors may live on another one. Switching
+    # costs microseconds per op, so only when they do.
+    if t.is_cuda and t.device.index != torch.cuda.current_device():
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
 
 
 def _geometry(t: Tensor, pac: int, name: str):
