@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
+import re
 
 import numpy as np
 import pytest
@@ -155,3 +156,26 @@ def test_render_rewrites_markdown_and_chart_from_a_csv(results, tmp_path):
     assert copy.with_suffix(".png").stat().st_size > 0
     with pytest.raises(SystemExit, match="no such results CSV"):
         bench.main(["--render", str(tmp_path / "missing.csv")])
+
+
+def test_paired_ratio_median_and_interval():
+    a = [2.0 * (1 + 0.01 * k) for k in range(100)]
+    b = [1.0 * (1 + 0.01 * k) for k in range(100)]
+    assert bench.paired_ratio(a, b) == pytest.approx((2.0, 2.0, 2.0))
+    # Ratios 0.90, 0.91, ..., 1.89 (shuffled rounds): median 1.395, the interval brackets it and
+    # holds about +-10 ranks of 100.
+    ratios = [0.9 + 0.01 * k for k in range(100)]
+    order = list(range(100))
+    order.reverse()
+    med, lo, hi = bench.paired_ratio([ratios[i] for i in order], [1.0] * 100)
+    assert med == pytest.approx(1.395)
+    assert lo < med < hi
+    assert 0.08 <= med - lo <= 0.12 and 0.08 <= hi - med <= 0.12
+
+
+def test_step_markdown_reports_the_paired_ratios(results):
+    out, csv_path = results
+    text = csv_path.with_suffix(".md").read_text()
+    for critic in ("ctgan", "mlp28"):
+        assert re.search(rf"- {critic} float32: paired a/b \d+\.\d+, 95% CI \[\d+\.\d+, \d+\.\d+\]",
+                         text)

@@ -36,6 +36,7 @@ import importlib.util
 import math
 import os
 import re
+import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -547,9 +548,26 @@ def step_case(spec: CriticSpec, variant: str, critic: torch.nn.Module, real: tor
     return step
 
 
+PAIRED_TITLE = "Critic steps of the latest steps run"
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> Tuple[float, float, float]:
+    """Median of the per-round ratios a[k] / b[k] (both timed in round k, so a slow spell of the
+    machine hits both) and a distribution-free 95% confidence interval for it: the order
+    statistics at ranks n/2 -+ 0.98 sqrt(n) (normal approximation to the binomial)."""
+    ratios = sorted(x / y for x, y in zip(a, b))
+    n = len(ratios)
+    half = 0.98 * math.sqrt(n)
+    lo = max(0, int(math.floor(n / 2 - half)))
+    hi = min(n - 1, int(math.ceil(n / 2 + half)))
+    return statistics.median(ratios), ratios[lo], ratios[hi]
+
+
 def run_steps(device: torch.device, critics: Sequence[str], dtypes: Sequence[str],
-              budget: Budget, meta: Meta,
-              log: Callable[[str], None] = print) -> List[Dict[str, str]]:
+              budget: Budget, meta: Meta, log: Callable[[str], None] = print,
+              paired: List[str] | None = None) -> List[Dict[str, str]]:
+    """Step rows; with a `paired` list, also appends a line per critic and dtype with the paired
+    a/b ratio and its confidence interval (paired_ratio)."""
     specs = critic_specs()
     rows = []
     for critic_name in critics:
@@ -572,9 +590,14 @@ def run_steps(device: torch.device, critics: Sequence[str], dtypes: Sequence[str
                 med[v] = stats[0]
                 rows.append(_row(meta, "step", critic_name, v, label, nbytes, stats, None, None,
                                  peaks[v]))
+            ratio, lo, hi = paired_ratio(samples["reference"], samples["wgangp_fast"])
             log(f"[steps] {critic_name} {label} batch {spec.batch}: "
                 + ", ".join(f"{v} {med[v]:.2f} ms" for v in STEP_BACKENDS)
-                + f"; a/b {med['reference'] / med['wgangp_fast']:.3f}")
+                + f"; a/b {med['reference'] / med['wgangp_fast']:.3f}, paired {ratio:.3f} "
+                  f"[{lo:.3f}, {hi:.3f}]")
+            if paired is not None:
+                paired.append(f"- {critic_name} {label}: paired a/b {ratio:.3f}, 95% CI "
+                              f"[{lo:.3f}, {hi:.3f}] over {len(samples['reference'])} rounds.")
     return rows
 
 
@@ -818,7 +841,7 @@ def _budget(device: torch.device, kind: str, quick: bool, repeats: int | None,
     if kind == "ops":
         b = Budget(3, 10, 200, 0.5) if device.type == "cuda" else Budget(2, 5, 40, 1.0)
     else:
-        b = Budget(3, 10, 100, 2.0) if device.type == "cuda" else Budget(2, 5, 30, 4.0)
+        b = Budget(3, 10, 100, 2.0) if device.type == "cuda" else Budget(2, 10, 200, 15.0)
     if quick:
         b = Budget(max(1, b.warmup - 1), max(3, b.min_rounds // 2), b.max_rounds // 2,
                    b.seconds / 2)
@@ -953,9 +976,20 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                         _budget(device, "ops", args.quick, args.repeats, args.clock), meta, log,
                         backends)
     if args.suite in ("steps", "all"):
+        paired: List[str] = []
         rows += run_steps(device, args.critics, dtypes,
                           _budget(device, "steps", args.quick, args.repeats, args.clock), meta,
-                          log)
+                          log, paired)
+        if paired:
+            notes += ["", PAIRED_TITLE + ", a/b from the per-round ratios (reference and "
+                      "wgangp_fast timed in the same round), median and a distribution-free 95% "
+                      "confidence interval:"] + paired
+    else:
+        # An ops-only run keeps the step notes of the rows it leaves in place.
+        old_md = out / f"{stem}.md"
+        kept = [line for line in _preamble(old_md)
+                if line.startswith(PAIRED_TITLE) or "paired a/b" in line]
+        notes += ([""] + kept) if kept else []
 
     if hasattr(os, "getloadavg"):
         # Other processes on the machine slow every variant, and the interleaved rounds keep the
