@@ -82,7 +82,10 @@ def _cxx_flags():
     # -fopenmp: at::parallel_for is header code that needs OpenMP to run in parallel; the
     # libgomp.so.1 it links is the one torch has already loaded.
     # -ffp-contract=off: no FMA contraction, so float32 interpolation matches eager bit for bit.
-    return ["-O3", "-fopenmp", "-ffp-contract=off"]
+    # -fno-wrapv: Python's build flags (sysconfig CFLAGS, which torch's build passes on) hold
+    # -fwrapv; defined signed overflow kept GCC from vectorising the reduction loops well (1
+    # thread, 16 MiB float32 penalty forward: 3.1 ms with it, 1.8 ms without).
+    return ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-wrapv"]
 
 
 def _extensions():
