@@ -150,6 +150,11 @@ main() {
   build
   stage status 60 "$PY" -c "import wgangp_fast, pprint; pprint.pprint(wgangp_fast.backend_status())"
   # The GPU tests first: the CUDA and Triton kernels against the float64 reference.
+  # Each kernel op of cuda and triton alone: error against the reference and time, in seconds
+  # (the first H100 run found the cuda backend at ~1% of copy bandwidth only in the benchmark).
+  if gpu_visible; then
+    stage cuda-diag 60 "$PY" scripts/cuda_diag.py
+  fi
   # One process per backend, the error-path tests last in their own: a crash (the first H100
   # run segfaulted in test_kernel_ops_reject_mixed_devices_and_wrong_dtypes) then loses one
   # stage, not the others' results; failures reach $LOGS/failures.txt as they happen.
