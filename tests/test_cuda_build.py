@@ -165,3 +165,19 @@ def test_cuda_backend_on_cpu_tensors_is_a_clear_error(cuda_module, monkeypatch):
         wgangp_fast.gradient_norm_penalty(x, backend="cuda")
     # "auto" never picks cuda for CPU tensors, even with the extension built.
     assert backends.resolve("auto", torch.device("cpu")) == "cpu"
+
+
+def test_reduce_plans_cover_every_element_once(tmp_path):
+    """csrc/cuda/launch.cuh's make_reduce_plan, compiled by nvcc into a host program and run here:
+    for GPU-sized resident block counts (the first H100 run never split a group: every grid was
+    clamped to one block), each plan covers every element once, in aligned chunks, in one wave,
+    within its workspace (tests/cuda/plan_check.cu)."""
+    source = Path(__file__).parent / "cuda" / "plan_check.cu"
+    exe = tmp_path / "plan_check"
+    build = subprocess.run([str(_nvcc()), "-std=c++17", "-O1", "-o", str(exe), str(source)],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout
+    checked = re.search(r"checked (\d+) plans, 0 failures", run.stdout)
+    assert checked and int(checked.group(1)) > 1000, run.stdout
