@@ -57,6 +57,25 @@ def test_resume_continues_the_saved_run(tmp_path, capsys):
     assert "cannot change: lr" in capsys.readouterr().err
 
 
+def test_ema_and_batchnorm_flags(tmp_path, capsys):
+    out = tmp_path / "ema"
+    assert _train(out, "--ema-decay", "0.9", "--no-generator-batchnorm") == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["ema_decay"] == 0.9 and config["generator_batchnorm"] is False
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ema_decay"] == 0.9 and "high_quality_share" in metrics["raw_generator"]
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert set(state["generator_ema"]) == set(state["generator"])
+    assert not any("BatchNorm" in k for k in state["generator"])
+    assert "EMA 0.9" in capsys.readouterr().out
+    assert cli.main(["train", "--out", str(out), "--resume", "--ema-decay", "0.5"]) == 2
+    assert "cannot change: ema_decay" in capsys.readouterr().err
+    assert _train(tmp_path / "bn", "--ema-decay", "0", "--generator-batchnorm") == 0
+    state = torch.load(tmp_path / "bn" / "checkpoint.pt", weights_only=True)
+    assert "generator_ema" not in state
+    assert any(k.endswith("running_mean") for k in state["generator"])
+
+
 def test_resume_without_a_checkpoint(tmp_path, capsys):
     assert cli.main(["train", "--out", str(tmp_path / "empty"), "--resume"]) == 2
     err = capsys.readouterr().err
@@ -79,6 +98,7 @@ def test_csv_option(tmp_path, capsys):
     (["train", "--lr", "abc"], "--lr: expected a positive number"),
     (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
     (["train", "--method", "wgan"], "invalid choice: 'wgan'"),
+    (["train", "--ema-decay", "-0.1"], "--ema-decay: expected a finite number >= 0"),
     (["fly"], "invalid choice: 'fly'"),
     ([], "required"),
 ])
@@ -97,6 +117,7 @@ def test_bad_arguments_exit_2_with_a_message(argv, match, capsys):
     (["--dataset", "csv"], "needs a path"),
     (["--batch", "10", "--pac", "3", "--model", "pac"], "multiple of pac"),
     (["--dataset", "ring8", "--model", "conv"], "needs image data"),
+    (["--ema-decay", "1"], "ema_decay must be in [0, 1)"),
 ])
 def test_bad_settings_and_files_are_clear_errors(tmp_path, argv, match, capsys):
     (tmp_path / "bad.npy").write_text("not numpy")

@@ -71,6 +71,8 @@ def test_config_defaults_are_seed_002s():
     ({"beta2": 1.0}, r"beta2 must be in \[0, 1\)"),
     ({"dataset": "cifar"}, "dataset must be one of"),
     ({"penalty_impl": "slow"}, "penalty_impl"),
+    ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
+    ({"ema_decay": -0.5}, "ema_decay must be a finite number"),
 ])
 def test_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -176,8 +178,8 @@ def test_fused_and_reference_penalties_give_the_same_trajectory(dataset, kw, csv
         assert np.allclose(a.history[key], b.history[key], rtol=1e-4, atol=1e-6), key
     assert max(a.history["gp"]) > 0
     # A bias just before a BatchNorm has a true gradient of 0: Adam turns its rounding noise into
-    # lr-sized steps, so such biases are compared through the generator's (train-mode, batch
-    # statistics) output instead.
+    # lr-sized steps, so such biases (and the running means that track them) are compared through
+    # the generator's (train-mode, batch statistics) output instead.
     skip = _pre_batchnorm_biases(a.generator)
     for (name, x), y in zip(_state(a).items(), _state(b).values()):
         if x.is_floating_point() and name not in skip:
@@ -193,9 +195,9 @@ def test_fused_and_reference_penalties_give_the_same_trajectory(dataset, kw, csv
 def _pre_batchnorm_biases(generator):
     names = []
     modules = list(generator.named_modules())
-    for (name, m), (_, nxt) in zip(modules, modules[1:]):
+    for (name, m), (bn_name, nxt) in zip(modules, modules[1:]):
         if isinstance(m, torch.nn.Linear) and isinstance(nxt, torch.nn.BatchNorm1d):
-            names.append(f"g.{name}.bias")
+            names += [f"g.{name}.bias", f"g.{bn_name}.running_mean"]
     return set(names)
 
 
@@ -225,9 +227,10 @@ class _Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("dataset", ["ring8", "csv"])
-def test_resume_ends_with_the_same_weights(tmp_path, dataset, csv_path):
+@pytest.mark.parametrize("dataset,ema_decay", [("ring8", 0.0), ("ring8", 0.9), ("csv", 0.0)])
+def test_resume_ends_with_the_same_weights(tmp_path, dataset, ema_decay, csv_path):
     extra = {"data_path": csv_path} if dataset == "csv" else {}
+    extra["ema_decay"] = ema_decay
     straight = WGANGPTrainer(small(dataset, steps=6, **extra))
     straight.train()
 
@@ -252,6 +255,12 @@ def test_resume_ends_with_the_same_weights(tmp_path, dataset, csv_path):
     for (name, x), y in zip(_state(straight).items(), _state(resumed).values()):
         assert torch.equal(x, y), name
     assert straight.history == resumed.history
+    if ema_decay:
+        for (name, x), y in zip(straight.generator_ema.state_dict().items(),
+                                resumed.generator_ema.state_dict().values()):
+            assert torch.equal(x, y), name
+    else:
+        assert resumed.generator_ema is None
     sa, sb = straight.optimizer_c.state_dict(), resumed.optimizer_c.state_dict()
     for k in sa["state"]:
         assert torch.equal(sa["state"][k]["exp_avg"], sb["state"][k]["exp_avg"])
@@ -337,3 +346,85 @@ def test_digits_outputs_are_images(tmp_path):
     assert samples.shape == (2500, 1, 8, 8)
     assert samples.min() >= 0 and samples.max() <= 16
     assert 0 <= metrics["classes_covered"] <= 10 and metrics["frechet_distance"] > 0
+
+
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_ema_generator_follows_the_formula(batchnorm):
+    t = WGANGPTrainer(small(ema_decay=0.95, steps=40, generator_batchnorm=batchnorm))
+    assert t.generator_ema is not None and not t.generator_ema.training
+    assert all(not p.requires_grad for p in t.generator_ema.parameters())
+    for step in range(40):
+        before = {k: v.clone() for k, v in t.generator_ema.state_dict().items()}
+        t.train_step()
+        d = min(0.95, (1 + t.step) / (10 + t.step))
+        assert t.ema_decay_at(t.step) == pytest.approx(d)
+        raw = t.generator.state_dict()
+        for k, avg in t.generator_ema.state_dict().items():
+            if avg.is_floating_point():
+                expected = d * before[k] + (1 - d) * raw[k]
+                assert torch.allclose(avg, expected, rtol=1e-6, atol=1e-7), (step, k)
+            else:
+                assert torch.equal(avg, raw[k]), k
+    # the warm-up: 0.1 before the first update, the full decay from t = 170 on
+    assert t.ema_decay_at(0) == pytest.approx(0.1) and t.ema_decay_at(1000) == 0.95
+    weights = [(a, b) for a, b in zip(t.generator_ema.parameters(), t.generator.parameters())]
+    assert any(not torch.allclose(a, b) for a, b in weights)
+    # samples and metrics come from the averaged generator unless ema=False
+    z = torch.randn(32, t.config.latent_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        t.generator.eval()
+        raw_out, ema_out = t.generator(z), t.generator_ema(z)
+        t.generator.train()
+    assert torch.equal(t.generate_samples(noise=z), ema_out)
+    assert torch.equal(t.generate_samples(noise=z, ema=False), raw_out)
+    assert not torch.allclose(ema_out, raw_out)
+    assert t.generator.training and not t.generator_ema.training
+
+
+def test_no_ema_by_default_and_samples_from_the_generator():
+    t = WGANGPTrainer(small(ema_decay=0.0))
+    t.train()
+    assert t.generator_ema is None
+    z = torch.randn(8, t.config.latent_dim)
+    assert torch.equal(t.generate_samples(noise=z), t.generate_samples(noise=z, ema=False))
+
+
+def test_checkpoint_holds_the_ema_generator(tmp_path):
+    out = str(tmp_path / "run")
+    t = WGANGPTrainer(small(ema_decay=0.9, steps=4, out_dir=out))
+    t.train()
+    path = os.path.join(out, "checkpoint.pt")
+    state = WGANGPTrainer.read_checkpoint(path)
+    for k, v in t.generator_ema.state_dict().items():
+        assert torch.equal(state["generator_ema"][k], v), k
+    loaded = WGANGPTrainer.from_checkpoint(path)
+    z = torch.randn(16, t.config.latent_dim)
+    assert torch.equal(loaded.generate_samples(noise=z), t.generate_samples(noise=z))
+    metrics = t.write_outputs()
+    assert metrics["ema_decay"] == 0.9
+    assert {"modes_covered", "high_quality_share", "w1_exact"} <= set(metrics["raw_generator"])
+    del state["generator_ema"]
+    with pytest.raises(ValueError, match="no averaged generator"):
+        WGANGPTrainer(t.config).load_state_dict(state)
+
+
+def test_non_finite_ema_weights_are_not_saved(tmp_path):
+    t = WGANGPTrainer(small(ema_decay=0.5))
+    t.train_step()
+    with torch.no_grad():
+        next(t.generator_ema.parameters()).fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError):
+        t.save_checkpoint(str(tmp_path / "checkpoint.pt"))
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_ema_leaves_the_training_trajectory_alone():
+    plain = WGANGPTrainer(small(ema_decay=0.0, steps=4))
+    plain.train()
+    averaged = WGANGPTrainer(small(ema_decay=0.9, steps=4))
+    averaged.train()
+    for (name, x), y in zip(_state(plain).items(), _state(averaged).values()):
+        assert torch.equal(x, y), name
+    assert plain.history == averaged.history
+    z = torch.randn(16, plain.config.latent_dim)
+    assert torch.equal(plain.generate_samples(noise=z), averaged.generate_samples(noise=z, ema=False))

@@ -29,7 +29,8 @@ _FLAG_FIELDS = {
     "penalty_impl": "penalty_impl", "separate_backward": "separate_backward",
     "checkpoint_every": "checkpoint_every", "eval_samples": "n_eval_samples",
     "precision": "precision", "gp_every": "gp_every",
-    "lazy_adam_correction": "lazy_adam_correction",
+    "lazy_adam_correction": "lazy_adam_correction", "ema_decay": "ema_decay",
+    "generator_batchnorm": "generator_batchnorm",
 }
 # what --resume may change (everything else comes from the checkpoint)
 _RESUMABLE = {"steps", "device", "backend", "checkpoint_every", "n_eval_samples"}
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--hidden-dim", type=_positive_int)
     m.add_argument("--feature-maps", type=_positive_int)
     m.add_argument("--pac", type=_positive_int, help="samples per critic input (PacGAN)")
+    m.add_argument("--generator-batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                   help="BatchNorm in the MLP generator (default on)")
     o = t.add_argument_group("optimisation")
     o.add_argument("--steps", type=_non_negative_int, help="generator steps in total")
     o.add_argument("--batch", type=_positive_int, help="batch size")
@@ -128,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--n-critic", type=_positive_int, help="critic steps per generator step")
     o.add_argument("--lr", type=_positive_float)
     o.add_argument("--lr-decay", choices=LR_DECAYS, help="none, or linear to 0 at the last step")
+    o.add_argument("--ema-decay", type=_non_negative_float, metavar="D",
+                   help="sample and evaluate with an exponential moving average of the "
+                        "generator's weights, decay D in [0, 1) (default 0: off); e.g. 0.99 "
+                        "with --lr-decay none")
     o.add_argument("--seed", type=_non_negative_int)
     r = t.add_argument_group("run")
     r.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
@@ -185,6 +192,11 @@ def _summary(metrics: dict) -> str:
         if k in metrics and metrics[k] is not None:
             v = metrics[k]
             lines.append(f"  {k:30s} {v:.4g}" if isinstance(v, float) else f"  {k:30s} {v}")
+    raw = metrics.get("raw_generator")
+    if raw:
+        shown = ", ".join(f"{k} {raw[k]:.4g}" if isinstance(raw[k], float) else f"{k} {raw[k]}"
+                          for k in keys[:10] if raw.get(k) is not None)
+        lines.append(f"  without EMA (trained weights): {shown}")
     return "\n".join(lines)
 
 
@@ -248,7 +260,8 @@ def _train_run(args: argparse.Namespace) -> int:
         ranks = (f" x {trainer.world_size} ranks (batch per rank)"
                  if trainer.world_size > 1 else "")
         extras = "".join([f", precision {cfg.precision}" if cfg.precision != "fp32" else "",
-                          f", gp every {cfg.gp_every}" if cfg.gp_every > 1 else ""])
+                          f", gp every {cfg.gp_every}" if cfg.gp_every > 1 else "",
+                          f", EMA {cfg.ema_decay}" if cfg.ema_decay > 0 else ""])
         print(f"training {cfg.dataset} ({trainer.model_kind} models, method {cfg.method}, "
               f"{cfg.steps} steps, batch {cfg.batch_size}, pac {cfg.pac}, n_critic "
               f"{cfg.n_critic}, lr {cfg.lr}{extras}) on {trainer.device}{ranks}; output in {out}"
