@@ -138,6 +138,7 @@ benchmarks() {
   # second keeps the first's; run.py merges both into the same CSV and markdown.
   stage bench-ops 200 "$PY" benchmarks/run.py --device cuda --suite ops --out "$RESULTS"
   stage bench-steps 150 "$PY" benchmarks/run.py --device cuda --suite steps --out "$RESULTS"
+  stage host-overhead 60 "$PY" benchmarks/host_overhead.py --device cuda
 }
 
 gpu_visible() {
