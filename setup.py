@@ -14,9 +14,8 @@ import shutil
 import warnings
 from pathlib import Path
 
-from setuptools import setup
-
 import torch
+from setuptools import setup
 from torch.utils import cpp_extension
 
 ROOT = Path(__file__).resolve().parent

@@ -1,5 +1,6 @@
 """Diagnose the cuda backend on a GPU: time each kernel op alone and compare with triton."""
 import torch
+
 import wgangp_fast as W
 
 ops = torch.ops.wgangp_fast
@@ -34,8 +35,8 @@ for shape, pac in [((64, 3, 512, 512), 1), ((131072, 50), 10), ((8, 3, 1024, 102
         print(shape, pac, name,
               "interp err", (out - ref).abs().max().item(),
               "norm relerr", ((n.double() - rn).abs() / rn).max().item(),
-              "interp ms", round(ms(lambda: be.interpolate(x, y, a, pac)), 4),
-              "fwd ms", round(ms(lambda: be.penalty_forward(x, None, pac, 1.0, False, 0.0, 1.0, 1, 1.0)), 4),
-              "bwd ms", round(ms(lambda: be.penalty_backward(torch.ones((), device=dev), None, x, n, None, pac, 1.0, False, 1.0, 1, 1.0)), 4),
+              "interp ms", round(ms(lambda: be.interpolate(x, y, a, pac)), 4),  # noqa: B023 (called at once)
+              "fwd ms", round(ms(lambda: be.penalty_forward(x, None, pac, 1.0, False, 0.0, 1.0, 1, 1.0)), 4),  # noqa: B023 (called at once)
+              "bwd ms", round(ms(lambda: be.penalty_backward(torch.ones((), device=dev), None, x, n, None, pac, 1.0, False, 1.0, 1, 1.0)), 4),  # noqa: B023 (called at once)
               flush=True)
 print("copy ms", ms(lambda: x.clone()))

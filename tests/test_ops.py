@@ -82,7 +82,6 @@ def test_penalty_forward_and_backward(backend, dtype, shape, pac, params):
     n = _n(pac)
     # Group norms spread from about 0.2 to 2.2, so they straddle every target of PENALTY_PARAMS
     # and the one-sided clip is active for some groups and not for others.
-    d = pac * torch.Size(shape).numel()
     m = n // pac
     spread = torch.linspace(0.2, 2.2, m, dtype=torch.float64).repeat_interleave(pac)
     grads = batch(n, shape, torch.float64, seed=4)
