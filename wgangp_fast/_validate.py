@@ -74,16 +74,15 @@ def group_vector(name: str, v, m: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def finite(name: str, x, *, minimum: Optional[float] = None, positive: bool = False) -> float:
-    if type(x) is float and math.isfinite(x) and (minimum is None or x >= minimum) and (
-            not positive or x > 0):
-        return x
-    if isinstance(x, torch.Tensor):
-        if x.numel() != 1:
-            raise TypeError(f"{name} must be a number, got a tensor of shape {list(x.shape)}")
-        x = x.item()
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise TypeError(f"{name} must be a number, got {x!r}")
-    x = float(x)
+    # A plain float (the common case, once per op call) skips the type conversions.
+    if type(x) is not float:
+        if isinstance(x, torch.Tensor):
+            if x.numel() != 1:
+                raise TypeError(f"{name} must be a number, got a tensor of shape {list(x.shape)}")
+            x = x.item()
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise TypeError(f"{name} must be a number, got {x!r}")
+        x = float(x)
     if not math.isfinite(x):
         raise ValueError(f"{name} must be finite, got {x}")
     if minimum is not None and x < minimum:

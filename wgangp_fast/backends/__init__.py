@@ -138,9 +138,8 @@ def resolve(backend, device: torch.device) -> str:
         return _RESOLVED[key]
     except (KeyError, TypeError):
         pass
-    name = _resolve(backend, device)
-    if isinstance(backend, (str, type(None))):
-        _RESOLVED[key] = name
+    name = _resolve(backend, device)  # raises for anything but a valid name or None
+    _RESOLVED[key] = name
     return name
 
 
