@@ -35,8 +35,7 @@ std::tuple<at::Tensor, at::Tensor> penalty_forward(const at::Tensor& grads_in,
                                                    double eps, double input_scale,
                                                    int64_t reduction, double scale) {
   TORCH_CHECK(grads_in.device().is_cpu(), "wgangp_fast: the CPU kernels take CPU tensors");
-  TORCH_CHECK(reduction >= kNone && reduction <= kSum, "wgangp_fast: unknown reduction ", reduction);
-  const Groups g = group_geometry(grads_in, pac, "grads");
+  const Groups g = check_penalty_args(grads_in, pac, reduction);
   const at::Tensor grads = grads_in.contiguous();
   const at::Tensor weight = group_weight(weight_in, grads, g.num_groups);
   const auto acc_type = at::toOpMathType(grads.scalar_type());
@@ -81,12 +80,8 @@ at::Tensor penalty_backward(const at::Tensor& grad_out_in,
                             double target, bool one_sided, double input_scale, int64_t reduction,
                             double scale) {
   TORCH_CHECK(grads_in.device().is_cpu(), "wgangp_fast: the CPU kernels take CPU tensors");
-  const Groups g = group_geometry(grads_in, pac, "grads");
+  const Groups g = check_penalty_backward_args(grad_out_in, grads_in, norms_in, pac, reduction);
   const auto acc_type = at::toOpMathType(grads_in.scalar_type());
-  check_vector(norms_in, g.num_groups, "norms");
-  TORCH_CHECK(grad_out_in.numel() == (reduction == kNone ? g.num_groups : 1),
-              "wgangp_fast: grad_out has ", grad_out_in.numel(), " values for reduction ",
-              reduction);
   const at::Tensor grads = grads_in.contiguous();
   const at::Tensor norms = norms_in.to(acc_type).contiguous();
   const at::Tensor grad_out = grad_out_in.to(acc_type).contiguous();

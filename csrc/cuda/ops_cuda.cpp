@@ -148,9 +148,7 @@ std::tuple<at::Tensor, at::Tensor> penalty_forward(const at::Tensor& grads_in,
                                                    double eps, double input_scale,
                                                    int64_t reduction, double scale) {
   check_cuda(grads_in, grads_in, "grads");
-  TORCH_CHECK(reduction >= kNone && reduction <= kSum, "wgangp_fast: unknown reduction ",
-              reduction);
-  const Groups g = group_geometry(grads_in, pac, "grads");
+  const Groups g = check_penalty_args(grads_in, pac, reduction);
   const DType dt = dtype_of(grads_in, "grads");
   const c10::cuda::CUDAGuard guard(grads_in.device());
   const at::Tensor grads = grads_in.contiguous();
@@ -180,14 +178,8 @@ at::Tensor penalty_backward(const at::Tensor& grad_out_in,
   check_cuda(grads_in, grads_in, "grads");
   check_cuda(grad_out_in, grads_in, "grad_out");
   check_cuda(norms_in, grads_in, "norms");
-  TORCH_CHECK(reduction >= kNone && reduction <= kSum, "wgangp_fast: unknown reduction ",
-              reduction);
-  const Groups g = group_geometry(grads_in, pac, "grads");
+  const Groups g = check_penalty_backward_args(grad_out_in, grads_in, norms_in, pac, reduction);
   const DType dt = dtype_of(grads_in, "grads");
-  check_vector(norms_in, g.num_groups, "norms");
-  TORCH_CHECK(grad_out_in.numel() == (reduction == kNone ? g.num_groups : 1),
-              "wgangp_fast: grad_out has ", grad_out_in.numel(), " values for reduction ",
-              reduction);
   const c10::cuda::CUDAGuard guard(grads_in.device());
   const at::Tensor grads = grads_in.contiguous();
   at::Tensor grad_out_holder, grad_norms_holder, norms_holder, weight_holder;
