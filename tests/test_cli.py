@@ -95,7 +95,10 @@ def test_csv_option(tmp_path, capsys):
 @pytest.mark.parametrize("argv,match", [
     (["train", "--steps", "-1"], "--steps: expected an integer >= 0"),
     (["train", "--batch", "0"], "--batch: expected a positive integer"),
-    (["train", "--lr", "abc"], "--lr: expected a positive number"),
+    (["train", "--steps", "ten"], "--steps: expected an integer >= 0, got 'ten'"),
+    (["train", "--lr", "abc"], "--lr: expected a finite positive number, got 'abc'"),
+    (["train", "--lr", "inf"], "--lr: expected a finite positive number, got inf"),
+    (["train", "--lr", "nan"], "--lr: expected a finite positive number, got nan"),
     (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
     (["train", "--method", "wgan"], "invalid choice: 'wgan'"),
     (["train", "--ema-decay", "-0.1"], "--ema-decay: expected a finite number >= 0"),
