@@ -1,10 +1,18 @@
-"""Diagnose the cuda backend on a GPU: time each kernel op alone and compare with triton."""
+"""The GPU kernels alone, without the op wrappers: each kernel op of the cuda and triton backends,
+its largest error against the reference formulas, and its device time per call with calls queued
+back to back (so host overhead is hidden), as GB/s by DESIGN.md's byte count and as a share of a
+device copy of the same tensor timed the same way. A stage of `make gpu-check`:
+
+    python scripts/cuda_diag.py
+"""
 import torch
 
-import wgangp_fast as W
+from wgangp_fast import backends, reference
 
 ops = torch.ops.wgangp_fast
 dev = "cuda"
+SHAPES = [((64, 3, 512, 512), 1), ((64, 3, 128, 128), 1), ((1342180, 50), 10),
+          ((335540, 50), 10), ((8, 3, 1024, 1024), 1)]
 
 
 def ms(f, n=20):
@@ -20,23 +28,46 @@ def ms(f, n=20):
     return s.elapsed_time(e) / n
 
 
-for shape, pac in [((64, 3, 512, 512), 1), ((131072, 50), 10), ((8, 3, 1024, 1024), 1)]:
+def diagnose(shape, pac):
+    """One line for the copy, one per backend; the tensors are freed when it returns."""
     x = torch.randn(*shape, device=dev)
     y = torch.randn(*shape, device=dev)
     m = shape[0] // pac
     a = torch.rand(m, device=dev)
-    ref = W.reference.interpolate(x, y, a, pac)
+    nbytes = x.numel() * x.element_size()
+    ref = reference.interpolate(x, y, a, pac)
+    rn = x.reshape(m, -1).double().norm(dim=1)
+    copy_ms = ms(lambda: x.clone())
+    copy_gbs = 2 * nbytes / copy_ms / 1e6
+    print(f"{shape} pac={pac} {nbytes / 2**20:.0f} MiB: copy {copy_ms:.4f} ms "
+          f"({copy_gbs:.0f} GB/s read+write)", flush=True)
+    one = torch.ones((), device=dev)
     for name in ("cuda", "triton"):
-        be = W.backends.get(name)
+        be = backends.get(name)
         out = be.interpolate(x, y, a, pac)
-        o, n = be.penalty_forward(x, None, pac, 1.0, False, 0.0, 1.0, 1, 1.0)
-        rn = x.reshape(m, -1).double().norm(dim=1)
-        g = be.penalty_backward(torch.ones((), device=dev), None, x, n, None, pac, 1.0, False, 1.0, 1, 1.0)
-        print(shape, pac, name,
-              "interp err", (out - ref).abs().max().item(),
-              "norm relerr", ((n.double() - rn).abs() / rn).max().item(),
-              "interp ms", round(ms(lambda: be.interpolate(x, y, a, pac)), 4),  # noqa: B023 (called at once)
-              "fwd ms", round(ms(lambda: be.penalty_forward(x, None, pac, 1.0, False, 0.0, 1.0, 1, 1.0)), 4),  # noqa: B023 (called at once)
-              "bwd ms", round(ms(lambda: be.penalty_backward(torch.ones((), device=dev), None, x, n, None, pac, 1.0, False, 1.0, 1, 1.0)), 4),  # noqa: B023 (called at once)
-              flush=True)
-print("copy ms", ms(lambda: x.clone()))
+        _, n = be.penalty_forward(x, None, pac, 1.0, False, 0.0, 1.0, 1, 1.0)
+        calls = {
+            "interpolate": (3, lambda: be.interpolate(x, y, a, pac)),  # noqa: B023
+            "penalty_forward": (1, lambda: be.penalty_forward(  # noqa: B023
+                x, None, pac, 1.0, False, 0.0, 1.0, 1, 1.0)),
+            "penalty_backward": (2, lambda: be.penalty_backward(  # noqa: B023
+                one, None, x, n, None, pac, 1.0, False, 1.0, 1, 1.0)),  # noqa: B023
+        }
+        errs = (f"interp max err {(out - ref).abs().max().item():.2e}, norm max rel err "
+                f"{((n.double() - rn).abs() / rn).max().item():.2e}")
+        cells = []
+        for op, (k, f) in calls.items():
+            t = ms(f)
+            gbs = k * nbytes / t / 1e6
+            cells.append(f"{op} {t:.4f} ms {gbs:.0f} GB/s {100 * gbs / copy_gbs:.0f}%")
+        print(f"  {name:6s} " + " | ".join(cells) + f" | {errs}", flush=True)
+
+
+def main():
+    for shape, pac in SHAPES:
+        diagnose(shape, pac)
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

@@ -958,9 +958,11 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     backends = op_backends(device, failures)
     notes = [f"Threads: torch.get_num_threads() = {torch.get_num_threads()}. "
              f"Op backends on this device: {', '.join(backends)} "
-             f"(`reference`: the eager seed-000 formulas). Clock: {args.clock}"
-             + (" (CPU time of the one compute thread)." if args.clock == "cpu" else
-                " (elapsed time).")] + failures
+             f"(`reference`: the eager seed-000 formulas). Clock: "
+             + ("CUDA events around each call, which starts on an idle GPU (host overhead "
+                "included)." if device.type == "cuda" else
+                "cpu (CPU time of the one compute thread)." if args.clock == "cpu" else
+                "wall (elapsed time).")] + failures
     for line in failures:
         print("WARNING:", line, file=sys.stderr, flush=True)
     print(f"{meta.device}: torch {meta.torch}, triton {meta.triton or '-'}, "
