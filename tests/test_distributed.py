@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
 WORLD = 2
 HALF = 8  # per-rank batch; a multiple of PAC, so no pac group straddles two ranks
 PAC = 2
+SPAWN_TIMEOUT_S = 300
 
 
 def _config(**kw):
@@ -105,7 +107,15 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("ddp"))
-    mp.spawn(_worker, args=(_free_port(), folder), nprocs=WORLD, join=True)
+    # join with a deadline: a rank stuck in the rendezvous (gloo waits 30 minutes by default) must
+    # fail this test, not hang the suite (it once stalled here in a GPU-machine run, cause unknown).
+    ctx = mp.spawn(_worker, args=(_free_port(), folder), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + SPAWN_TIMEOUT_S
+    while not ctx.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"the {WORLD} ranks did not finish within {SPAWN_TIMEOUT_S} s")
     return folder, [torch.load(os.path.join(folder, f"rank{r}.pt")) for r in range(WORLD)]
 
 
