@@ -179,19 +179,28 @@ main() {
     fi
   fi
   benchmarks
-  pytest_stage gpu-tests-triton 300 tests/test_gpu.py --durations=15 \
-    -k "triton and not $errors"
-  # Then the rest of the suite (its gpu-marked tests run here), then the shared op matrix
-  # (tests/cases.py) on CUDA tensors.
-  pytest_stage suite 240 tests -m "not triton_interp" \
+  # Then the rest of the suite (its gpu-marked tests run here, and "auto" on CUDA tensors), the
+  # shared op matrix (tests/cases.py) on CUDA tensors, and last triton's GPU tests (JIT compiles:
+  # minutes). The first two with four pytest workers where pytest-xdist is installed (it is on the
+  # lent machines): they are bound by host work and the machine has 16 cores.
+  local par=()
+  if "$PY" -c "import xdist" 2>/dev/null; then
+    par=(-n 4)
+  fi
+  pytest_stage suite 150 tests -m "not triton_interp" ${par[@]+"${par[@]}"} \
     --ignore=tests/test_gpu.py --ignore=tests/test_cuda_build.py
   local shared
   shared=$(grep -l "from \.cases import" tests/test_*.py | grep -v "tests/test_gpu.py" |
     tr '\n' ' ')
   if [ -n "$shared" ] && gpu_visible; then
     # shellcheck disable=SC2086
-    pytest_stage cuda-matrix 240 WGANGP_FAST_TEST_DEVICE=cuda $shared -m "not triton_interp"
+    pytest_stage cuda-matrix 180 WGANGP_FAST_TEST_DEVICE=cuda $shared -m "not triton_interp" \
+      ${par[@]+"${par[@]}"}
   fi
+  # One process: its >2^31-element test needs 18 GiB and checks free memory first, which parallel
+  # workers would race.
+  pytest_stage gpu-tests-triton 240 tests/test_gpu.py --durations=15 \
+    -k "triton and not $errors"
   note "gpu_check: done in $(($(date +%s) - START))s"
   ! grep -qE "FAILED|TIMED OUT" "$SUMMARY"
 }
