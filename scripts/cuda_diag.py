@@ -1,7 +1,9 @@
 """The GPU kernels alone, without the op wrappers: each kernel op of the cuda and triton backends,
 its largest error against the reference formulas, and its device time per call with calls queued
-back to back (so host overhead is hidden), as GB/s by DESIGN.md's byte count and as a share of a
-device copy of the same tensor timed the same way. A stage of `make gpu-check`:
+back to back, as GB/s by DESIGN.md's byte count and as a share of a device copy of the same tensor
+timed the same way. Queued calls hide the host's cost only where it is below the GPU's, so each op
+also gets the summed duration of its kernels from the profiler ("kernels"): where the two differ,
+the call is bound by host work. A stage of `make gpu-check`:
 
     python scripts/cuda_diag.py
 """
@@ -26,6 +28,26 @@ def ms(f, n=20):
     e.record()
     torch.cuda.synchronize()
     return s.elapsed_time(e) / n
+
+
+def kernel_us(f, n=10):
+    """Microseconds of GPU kernels per call of f, from the profiler's device events (nan where
+    the profiler gives none)."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        f()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(n):
+                f()
+            torch.cuda.synchronize()
+        cuda = torch.autograd.DeviceType.CUDA
+        total = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == cuda)
+        return total / n if total > 0 else float("nan")
+    except Exception as err:  # a diagnosis: report and go on
+        print(f"    (no kernel times: {type(err).__name__}: {err})", flush=True)
+        return float("nan")
 
 
 def diagnose(shape, pac):
@@ -59,7 +81,9 @@ def diagnose(shape, pac):
         for op, (k, f) in calls.items():
             t = ms(f)
             gbs = k * nbytes / t / 1e6
-            cells.append(f"{op} {t:.4f} ms {gbs:.0f} GB/s {100 * gbs / copy_gbs:.0f}%")
+            k_us = kernel_us(f)
+            cells.append(f"{op} {t:.4f} ms {gbs:.0f} GB/s {100 * gbs / copy_gbs:.0f}% "
+                         f"(kernels {k_us:.1f} us, {k * nbytes / k_us / 1e3:.0f} GB/s)")
         print(f"  {name:6s} " + " | ".join(cells) + f" | {errs}", flush=True)
 
 
