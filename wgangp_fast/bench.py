@@ -886,6 +886,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _chart(rows: Sequence[Dict[str, str]], path: Path) -> None:
+    """plot(rows, path), or a note on stderr where matplotlib is missing."""
+    if importlib.util.find_spec("matplotlib") is None:
+        print("no chart: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
+    else:
+        plot(rows, path)
+
+
 def _preamble(md_path: Path) -> List[str]:
     """The note lines of an existing results markdown (between its title and first section)."""
     if not md_path.exists():
@@ -895,8 +903,13 @@ def _preamble(md_path: Path) -> List[str]:
     for line in lines:
         if line.startswith("## "):
             break
-        if line.strip() and not line.startswith("torch "):
-            out.append(line)
+        if not line.startswith("torch "):
+            out.append(line.strip() and line)
+    # Blank lines between notes stay (they separate the paragraphs); those around them go.
+    while out and not out[0]:
+        out.pop(0)
+    while out and not out[-1]:
+        out.pop()
     return out
 
 
@@ -907,11 +920,7 @@ def render(csv_path: Path, plot_chart: bool = True) -> str:
     text = markdown(rows, _preamble(md_path))
     md_path.write_text(text + "\n")
     if plot_chart:
-        if importlib.util.find_spec("matplotlib") is None:
-            print("no chart: matplotlib is not installed (pip install matplotlib)",
-                  file=sys.stderr)
-        else:
-            plot(rows, csv_path.with_suffix(".png"))
+        _chart(rows, csv_path.with_suffix(".png"))
     return text
 
 
@@ -1006,11 +1015,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     text = markdown(merged, notes)
     (out / f"{stem}.md").write_text(text + "\n")
     if not args.no_plot:
-        if importlib.util.find_spec("matplotlib") is None:
-            print("no chart: matplotlib is not installed (pip install matplotlib)",
-                  file=sys.stderr)
-        else:
-            plot(merged, out / f"{stem}.png")
+        _chart(merged, out / f"{stem}.png")
     print()
     print(text)
     return 0
