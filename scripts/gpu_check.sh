@@ -169,14 +169,12 @@ main() {
   local errors="test_kernel_ops_reject_mixed_devices_and_wrong_dtypes"
   pytest_stage gpu-tests-cuda 120 tests/test_gpu.py tests/test_cuda_build.py \
     -k "not triton and not $errors"
-  if ! pytest_stage gpu-tests-errors 40 tests/test_gpu.py -k "$errors"; then
-    # The native backtrace of a crash, where cuda-gdb is installed (it is on the lent machines).
-    if command -v cuda-gdb >/dev/null; then
-      stage error-paths-backtrace 90 cuda-gdb -q -batch -ex "set pagination off" -ex run \
-        -ex bt -ex "info registers rip" --args "$PY" scripts/cuda_error_paths.py
-    else
-      stage error-paths 30 "$PY" -X faulthandler scripts/cuda_error_paths.py
-    fi
+  if ! pytest_stage gpu-tests-errors 40 tests/test_gpu.py -k "$errors" &&
+    command -v cuda-gdb >/dev/null; then
+    # The same test again under cuda-gdb (installed on the lent machines): the native backtrace
+    # of a crash, which pytest's faulthandler cannot give.
+    stage error-paths-backtrace 90 cuda-gdb -q -batch -ex "set pagination off" -ex run \
+      -ex "bt 40" --args "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "$errors"
   fi
   benchmarks
   # Then the rest of the suite (its gpu-marked tests run here, and "auto" on CUDA tensors), the

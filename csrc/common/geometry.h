@@ -16,7 +16,7 @@ namespace wgangp_fast {
 // std::ostream::_M_insert<long>, which gdb placed in the extension itself, while formatting
 // "N=4" for a failed check (cuda-gdb backtrace, 2026-11-22); strings and torch's own types
 // formatted fine there. Not yet re-run on a GPU; `make gpu-check` lists the stream code each
-// extension defines and reruns that check (tests/test_gpu.py, scripts/cuda_error_paths.py).
+// extension defines and reruns that check (tests/test_gpu.py), under cuda-gdb if it crashes.
 inline std::string decimal(int64_t v) { return std::to_string(v); }
 
 // A batch of N samples of D elements, grouped by `pac` consecutive samples into M groups of
