@@ -88,7 +88,8 @@ def _cxx_flags():
 
 
 def _extensions():
-    cpu_sources = [f"{CSRC}/ops.cpp", f"{CSRC}/cpu/interpolate.cpp", f"{CSRC}/cpu/penalty.cpp"]
+    cpu_sources = [f"{CSRC}/ops.cpp", f"{CSRC}/autograd.cpp", f"{CSRC}/cpu/interpolate.cpp",
+                   f"{CSRC}/cpu/penalty.cpp"]
     exts = [
         cpp_extension.CppExtension(
             "wgangp_fast._C",

@@ -98,3 +98,17 @@ PENALTY_PARAMS = [
 
 def penalty_param_id(p):
     return "-".join(f"{k}={v}" for k, v in p.items()) or "defaults"
+
+
+# What a graph built by the fused penalty shows: the C++ node of the compiled backends
+# (csrc/autograd.cpp) and the Python nodes of the others carry it in their names.
+FUSED_GRAD_FN = "wgangp_fast_gradient_norm_penalty"
+
+
+def node_name(grad_fn) -> str:
+    """An autograd node's name. torch 2.11 refuses .name() on autograd.Function nodes, whose class
+    carries the name; C++ nodes (class CppFunction) answer .name()."""
+    try:
+        return grad_fn.name()
+    except Exception:
+        return type(grad_fn).__name__

@@ -1,5 +1,6 @@
-"""Eager calls use autograd.Function twins of the registered ops; both paths must give the same
-values, the same gradients, and pass gradcheck and gradgradcheck."""
+"""Eager calls skip the registered ops: the compiled backends call their kernel ops, whose autograd
+is C++ (csrc/autograd.cpp), the others autograd.Function twins of the registered ops. Every path
+must give the same values and gradients, and pass gradcheck and gradgradcheck."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import torch
 import wgangp_fast
 from wgangp_fast import ops
 
-from .cases import backend_params, batch
+from .cases import FUSED_GRAD_FN, backend_params, batch, node_name
 
 BACKEND = backend_params()
+TWINNED = backend_params(["triton", "reference"])
+COMPILED = backend_params(["cpu", "cuda"])
 
 
 def _run_all(backend):
@@ -57,7 +60,7 @@ def test_dispatcher_path_gradgradcheck(backend, monkeypatch):
     assert torch.autograd.gradgradcheck(pen, (grads,))
 
 
-@pytest.mark.parametrize("backend", BACKEND)
+@pytest.mark.parametrize("backend", TWINNED)
 def test_calls_autograd_would_not_record_skip_the_function(backend, monkeypatch):
     """No input requiring grad, or grad mode off (a first-order backward): the kernel runs bare,
     with the same values as through the autograd.Function, and records no graph."""
@@ -87,3 +90,42 @@ def test_calls_autograd_would_not_record_skip_the_function(backend, monkeypatch)
     assert torch.equal(x, ops._InterpolateFn.kernel(real, fake, alpha, 2,
                                                     wgangp_fast.backends.resolve(backend,
                                                                                  real.device)))
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_compiled_backends_record_one_cpp_node_and_no_python_function(backend, monkeypatch):
+    """The C++ path: no autograd.Function twin runs; the graph holds the C++ nodes; a first-order
+    backward builds no graph, create_graph=True builds one through the backward kernel op's
+    registered autograd; calls autograd would not record run bare."""
+    real, fake = batch(6, (5,), torch.float32, 7), batch(6, (5,), torch.float32, 8)
+    alpha = torch.tensor([0.2, 0.5, 0.9], device=real.device)
+    applied = []
+    for fn in (ops._InterpolateFn, ops._InterpolateBackwardFn, ops._PenaltyFn,
+               ops._PenaltyBackwardFn):
+        original = fn.apply
+        monkeypatch.setattr(fn, "apply", lambda *a, _o=original, _fn=fn: applied.append(_fn)
+                            or _o(*a))
+    x = wgangp_fast.interpolate(real, fake, alpha, pac=2, backend=backend)
+    assert x.grad_fn is None
+    r = real.clone().requires_grad_()
+    x_r = wgangp_fast.interpolate(r, fake, alpha, pac=2, backend=backend)
+    assert "wgangp_fast_interpolate" in node_name(x_r.grad_fn)
+    (d_r,) = torch.autograd.grad(x_r, r, torch.ones_like(x_r))
+    assert torch.equal(d_r, alpha.repeat_interleave(2).reshape(6, 1).expand(6, 5))
+
+    g = batch(6, (5,), torch.float32, 9).requires_grad_()
+    out = wgangp_fast.gradient_norm_penalty(g, pac=2, backend=backend)
+    assert FUSED_GRAD_FN in node_name(out.grad_fn)
+    assert "CppNode" in node_name(out.grad_fn)
+    (d_plain,) = torch.autograd.grad(out, g, retain_graph=True)
+    assert d_plain.grad_fn is None
+    (d_graph,) = torch.autograd.grad(out, g, create_graph=True)
+    assert "penalty_backward_kernel" in node_name(d_graph.grad_fn)
+    assert torch.equal(d_plain, d_graph.detach())
+    (dd,) = torch.autograd.grad(d_graph.square().sum(), g)
+    with torch.no_grad():
+        assert wgangp_fast.gradient_norm_penalty(g, pac=2, backend=backend).grad_fn is None
+    assert applied == []
+    hessian = torch.autograd.functional.hessian(
+        lambda v: wgangp_fast.gradient_norm_penalty(v, pac=2, backend="reference"), g.detach())
+    torch.testing.assert_close(dd, torch.einsum("ijkl,kl->ij", hessian, 2 * d_plain))

@@ -16,10 +16,11 @@ from ctgan import CTGAN  # noqa: E402
 from wgangp_fast.integrations import ctgan as wgf_ctgan  # noqa: E402
 from wgangp_fast.integrations.generic import IncompatibleSignatureError  # noqa: E402
 
+from .cases import FUSED_GRAD_FN, node_name  # noqa: E402
+
 Discriminator = ctgan_module.Discriminator
 METHOD = "calc_gradient_penalty"
 ORIGINAL = Discriminator.__dict__[METHOD]
-FUSED_GRAD_FN = "wgangp_fast_gradient_norm_penalty"
 
 @pytest.fixture(autouse=True)
 def _leave_ctgan_unpatched():
@@ -56,7 +57,7 @@ def _recorded_fit(df, *, pac, device, patched, epochs=2):
     def recorder(self, *args, **kwargs):
         pen = inner(self, *args, **kwargs)
         values.append(pen.detach().clone())
-        grad_fns.append(type(pen.grad_fn).__name__)  # .name() fails on torch 2.11 Function nodes
+        grad_fns.append(node_name(pen.grad_fn))
         owners.append(self)
         return pen
 

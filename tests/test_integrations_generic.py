@@ -16,12 +16,7 @@ from wgangp_fast.integrations import (
 )
 from wgangp_fast.integrations.generic import get_handle
 
-FUSED_GRAD_FN = "wgangp_fast_gradient_norm_penalty"
-
-
-def _node_name(grad_fn):
-    # torch 2.11 refuses .name() on autograd.Function nodes; the node's class carries the name.
-    return type(grad_fn).__name__
+from .cases import FUSED_GRAD_FN, node_name
 
 
 def _ctgan_formula(critic, real_data, fake_data, device, pac, lambda_, *, ignore_lambda=False):
@@ -114,7 +109,7 @@ def test_patched_method_uses_the_original_defaults(kwargs):
     ref = _run(critic, real, fake, **kwargs)
     handle = patch_method(PacCritic)
     got = _run(critic, real, fake, **kwargs)
-    assert FUSED_GRAD_FN in _node_name(got[3]) and FUSED_GRAD_FN not in _node_name(ref[3])
+    assert FUSED_GRAD_FN in node_name(got[3]) and FUSED_GRAD_FN not in node_name(ref[3])
     torch.testing.assert_close(got[0], ref[0], rtol=1e-5, atol=1e-6)
     for g, r in zip(got[1], ref[1]):
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
@@ -142,7 +137,7 @@ def test_inherited_method_is_overridden_then_inheritance_restored():
     torch.manual_seed(0)
     critic = SubCritic()
     real, fake = _data()
-    assert FUSED_GRAD_FN in _node_name(_run(critic, real, fake)[3])
+    assert FUSED_GRAD_FN in node_name(_run(critic, real, fake)[3])
     assert handle.original_function is original
     assert unpatch_method(SubCritic) is True
     assert "calc_gradient_penalty" not in vars(SubCritic)

@@ -9,7 +9,7 @@ from torch import nn
 from wgangp_fast import reference
 from wgangp_fast.integrations import seeds
 
-FUSED_GRAD_FN = "wgangp_fast_gradient_norm_penalty"
+from .cases import FUSED_GRAD_FN, node_name
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +114,7 @@ def _outcome(critic, real, fake, fn):
     grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone()
              for p in critic.parameters()]
     nxt = torch.rand(3, device=real.device)
-    return value.detach(), grads, fake.grad.clone(), nxt, type(value.grad_fn).__name__
+    return value.detach(), grads, fake.grad.clone(), nxt, node_name(value.grad_fn)
 
 
 def _assert_same(got, ref, rtol=1e-5, atol=1e-6):

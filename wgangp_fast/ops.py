@@ -23,10 +23,12 @@ from . import _validate as V
 from . import backends
 from .backends import eager
 
-# Eager calls run each op through a torch.autograd.Function that shares the registered op's
-# kernels and autograd formulas but skips the dispatcher's Python round trips (several tens of
-# microseconds per op, which is most of the cost at small sizes). Under torch.compile, or with
-# WGANGP_FAST_DISPATCHER=1 (or this flag set), calls go through the registered torch.library ops.
+# Eager calls skip the registered ops' Python round trips through the dispatcher (several tens of
+# microseconds per op, which is most of the cost at small sizes): on the compiled backends (cpu,
+# cuda) they call the kernel ops, whose autograd is in C++ (csrc/autograd.cpp); on triton and
+# reference, a torch.autograd.Function that shares the registered op's kernels and autograd
+# formulas. Under torch.compile, or with WGANGP_FAST_DISPATCHER=1 (or this flag set), calls go
+# through the registered torch.library ops.
 FORCE_DISPATCHER = os.environ.get("WGANGP_FAST_DISPATCHER", "0") == "1"
 
 
@@ -95,9 +97,9 @@ _interpolate.register_autograd(_interpolate_grad, setup_context=_interpolate_set
 
 
 def _interpolate_backward_setup(ctx, inputs, output):
-    grad, real, fake, alpha, pac, backend = inputs
+    grad, real, fake, alpha, pac = inputs[:5]  # and the backend, except for the kernel op
     ctx.save_for_backward(grad, real, fake, alpha)
-    ctx.pac, ctx.backend = pac, backend
+    ctx.pac = pac
     ctx.set_materialize_grads(False)
 
 
@@ -202,7 +204,7 @@ _penalty.register_autograd(_penalty_grad, setup_context=_penalty_setup)
 
 def _penalty_backward_setup(ctx, inputs, output):
     (grad_out, grad_norms, grads, norms, weight, pac, target, one_sided, input_scale, reduction,
-     scale, backend) = inputs
+     scale) = inputs[:11]  # and the backend, except for the kernel op
     ctx.save_for_backward(grad_out, grad_norms, grads, norms, weight)
     ctx.params = (pac, target, one_sided, input_scale, reduction, scale)
     ctx.set_materialize_grads(False)
@@ -300,13 +302,28 @@ _PenaltyBackwardFn = _twin(
     _penalty_backward_setup, _penalty_backward_grad)
 
 # ---------------------------------------------------------------------------------------------
-# Fake implementations of the compiled kernel ops (for torch.compile and opcheck).
+# The compiled kernel ops: fake implementations and second-order autograd
 # ---------------------------------------------------------------------------------------------
 
 
-def _register_kernel_fakes():
+def _register_kernel_ops():
+    """Fake implementations of the compiled kernel ops (for torch.compile and opcheck), and the
+    second-order autograd of their backward ops: the first-order autograd is C++
+    (csrc/autograd.cpp), whose backward calls these ops through the dispatcher when it builds a
+    graph (create_graph=True). The formulas are the registered ops' own."""
     if backends._cpu_extension()[0] is None:
         return
+
+    def kernel_autograd(name, setup, backward, num_inputs):
+        # The registered op's backward also returns a None for its backend argument.
+        torch.library.register_autograd(
+            f"wgangp_fast::{name}", lambda ctx, *grads: backward(ctx, *grads)[:num_inputs],
+            setup_context=setup)
+
+    kernel_autograd("interpolate_backward_kernel", _interpolate_backward_setup,
+                    _interpolate_backward_grad, 5)
+    kernel_autograd("penalty_backward_kernel", _penalty_backward_setup, _penalty_backward_grad,
+                    11)
 
     @torch.library.register_fake("wgangp_fast::interpolate_kernel")
     def _(real, fake, alpha, pac):
@@ -329,7 +346,7 @@ def _register_kernel_fakes():
         return torch.empty_like(grads, memory_format=torch.contiguous_format)
 
 
-_register_kernel_fakes()
+_register_kernel_ops()
 
 # ---------------------------------------------------------------------------------------------
 # Public op functions
@@ -354,6 +371,8 @@ def interpolate(real: Tensor, fake: Tensor, alpha: Optional[Tensor] = None, *, p
     acc = eager.acc_dtype(real.dtype)
     if alpha.dtype != acc:
         alpha = alpha.to(acc)
+    if name in backends.COMPILED and not _use_dispatcher():
+        return backends.get(name).interpolate(real, fake, alpha, pac)
     return _run(_interpolate, _InterpolateFn, real, fake, alpha, pac, name)
 
 
@@ -380,6 +399,10 @@ def gradient_norm_penalty(grads: Tensor, *, pac: int = 1, target: float = 1.0,
     if weight is not None:
         weight = V.group_vector("weight", weight, m, grads)
     name = backends.resolve(backend, grads.device)
+    if name in backends.COMPILED and not _use_dispatcher():
+        out, norms = backends.get(name).penalty_forward(grads, weight, pac, target, one_sided, eps,
+                                                        input_scale, red, scale)
+        return (out, norms) if return_norms else out
     out, norms = _run(_penalty, _PenaltyFn, grads, weight, pac, target, one_sided, eps, input_scale,
                       red, scale, name)
     return (out, norms) if return_norms else out

@@ -23,6 +23,8 @@ from types import SimpleNamespace
 import torch
 
 BACKENDS = ("cuda", "triton", "cpu", "reference")
+# The backends whose kernels are the compiled kernel ops, with their autograd in C++.
+COMPILED = ("cpu", "cuda")
 ENV_VAR = "WGANGP_FAST_BACKEND"
 
 _BUILD_HINT = (
