@@ -110,6 +110,10 @@ EOF
     echo "nvcc: not found (no CUDA toolkit: the cuda backend cannot be built here)"
   fi
   "$PY" -m pip --version || true
+  # Which libstdc++ the compiler links: where it finds no shared libstdc++.so it takes the static
+  # archive, and an extension with its own copy loses (here: crashed on) integers in messages.
+  local cxx=${CXX:-c++}
+  echo "$cxx: $("$cxx" --version 2>&1 | head -1); libstdc++.so -> $("$cxx" -print-file-name=libstdc++.so 2>&1); libstdc++.a -> $("$cxx" -print-file-name=libstdc++.a 2>&1)"
   echo "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST budget=${BUDGET}s"
 }
 
@@ -156,6 +160,7 @@ main() {
   for so in wgangp_fast/_C*.so; do
     echo "$so: $(nm -C --defined-only "$so" 2>/dev/null | grep -cE 'std::(basic_)?ostream|num_put')"
     nm -C --defined-only "$so" 2>/dev/null | grep -E '_M_insert|num_put' | head -5
+    ldd "$so" 2>/dev/null | grep -E 'libstdc\+\+|libgcc' || true
   done
   # Each kernel op of cuda and triton alone: error against the reference, device time and its
   # share of copy bandwidth with the host overhead hidden (the benchmark's figures include it).

@@ -129,3 +129,23 @@ def test_compiled_backends_record_one_cpp_node_and_no_python_function(backend, m
     hessian = torch.autograd.functional.hessian(
         lambda v: wgangp_fast.gradient_norm_penalty(v, pac=2, backend="reference"), g.detach())
     torch.testing.assert_close(dd, torch.einsum("ijkl,kl->ij", hessian, 2 * d_plain))
+
+
+@pytest.mark.parametrize("backend", BACKEND)
+def test_gradient_through_one_output_only(backend):
+    """A loss on the norms alone (the penalty's output unused) or on the penalty alone: the unused
+    output's gradient arrives undefined, and each path must treat it as zero."""
+    grads = batch(6, (5,), torch.float64, 10)
+    weight = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64, device=grads.device)
+    results = {}
+    for name in (backend, "reference"):
+        g = grads.clone().requires_grad_()
+        w = weight.clone().requires_grad_()
+        out, norms = wgangp_fast.gradient_norm_penalty(g, pac=2, weight=w, target=0.7,
+                                                       backend=name, return_norms=True)
+        by_norms = torch.autograd.grad(norms.square().sum(), g, retain_graph=True)[0]
+        by_out = torch.autograd.grad(out, (g, w))
+        results[name] = (by_norms, *by_out)
+    for got, want in zip(results[backend], results["reference"]):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert results[backend][0].abs().sum() > 0
