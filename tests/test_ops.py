@@ -258,6 +258,31 @@ def test_opcheck(backend):
                            1.0, 1, 1.0, backend))
 
 
+@pytest.mark.parametrize("backend", backend_params(["cpu", "cuda"]))
+def test_opcheck_kernel_ops_with_their_cpp_autograd(backend):
+    """The compiled kernel ops carry autograd (C++ first order, Python-registered second order of
+    their backward ops): opcheck with inputs that require grad checks that registration too."""
+    if (backend == "cuda") != (DEVICE.type == "cuda"):
+        pytest.skip(f"the {backend} kernel ops take {backend.upper()} tensors; tests run on {DEVICE}")
+    ops = torch.ops.wgangp_fast
+    real = batch(4, (5,), torch.float32, 25).requires_grad_()
+    fake = batch(4, (5,), torch.float32, 26).requires_grad_()
+    alpha = alpha_for(4, 2).float().requires_grad_()
+    torch.library.opcheck(ops.interpolate_kernel, (real, fake, alpha, 2))
+    grad = batch(4, (5,), torch.float32, 27).requires_grad_()
+    torch.library.opcheck(ops.interpolate_backward_kernel, (grad, real, fake, alpha, 2))
+    grads = batch(4, (5,), torch.float32, 28).requires_grad_()
+    weight = _weight(2).float().requires_grad_()
+    for red in (0, 1, 2):
+        args = (grads, weight, 2, 0.5, red == 2, 0.0, 1.0, red, 10.0)
+        torch.library.opcheck(ops.penalty_forward_kernel, args)
+        out, norms = ops.penalty_forward_kernel(*args)
+        torch.library.opcheck(ops.penalty_backward_kernel,
+                              (torch.ones_like(out).requires_grad_(), None, grads,
+                               norms.detach().requires_grad_(), weight, 2, 0.5, red == 2, 1.0,
+                               red, 10.0))
+
+
 @pytest.mark.parametrize("backend", BACKEND)
 def test_compile_first_order(backend):
     if backend == "triton" and DEVICE.type == "cpu":
