@@ -22,7 +22,8 @@ from wgangp_fast import available_backends, bench  # noqa: E402
 OPS = ("interpolate", "penalty_forward", "penalty_backward", "roundtrip")
 
 
-def per_call_us(fn, calls: int, repeats: int, device: torch.device) -> float:
+def per_call_us(fn, calls: int, repeats: int, device: torch.device) -> list[float]:
+    """Microseconds per call, one figure per repeat of `calls` back-to-back calls."""
     for k in range(calls):
         fn(k)
     bench.synchronize(device)
@@ -33,7 +34,13 @@ def per_call_us(fn, calls: int, repeats: int, device: torch.device) -> float:
             fn(k)
         bench.synchronize(device)
         times.append((time.perf_counter() - start) / calls * 1e6)
-    return statistics.median(times)
+    return times
+
+
+def summary(times: list[float]) -> str:
+    """median [p20-p80]"""
+    p20, *_, p80 = statistics.quantiles(times, n=5)
+    return f"{statistics.median(times):6.1f} [{p20:.1f}-{p80:.1f}]"
 
 
 def main(argv=None) -> int:
@@ -52,12 +59,13 @@ def main(argv=None) -> int:
     real, fake, grads = (torch.randn(64, 8, generator=g).to(device) for _ in range(3))
     sets = [bench.OpInputs(real, fake, grads.requires_grad_(), torch.empty_like(real))]
     print(f"{bench.device_label(device)}, torch {torch.__version__}, {args.threads} thread(s), "
-          f"64 x 8 float32, pac {args.pac}: microseconds per call, median of {args.repeats}")
+          f"64 x 8 float32, pac {args.pac}: microseconds per call, median [p20-p80] of "
+          f"{args.repeats} repeats of {args.calls} calls")
     for op in OPS:
         cells = []
         for backend in ["reference"] + usable:
             fn = bench.op_case(op, backend, sets, args.pac)
-            cells.append(f"{backend} {per_call_us(fn, args.calls, args.repeats, device):7.1f}")
+            cells.append(f"{backend} {summary(per_call_us(fn, args.calls, args.repeats, device))}")
         print(f"  {op:17s}" + "   ".join(cells))
     return 0
 
