@@ -30,10 +30,18 @@ from .backends import eager
 # formulas. Under torch.compile, or with WGANGP_FAST_DISPATCHER=1 (or this flag set), calls go
 # through the registered torch.library ops.
 FORCE_DISPATCHER = os.environ.get("WGANGP_FAST_DISPATCHER", "0") == "1"
+# With WGANGP_FAST_CPP_AUTOGRAD=0 (or this flag False), eager calls on cpu and cuda take the
+# autograd.Function twins too: the path before the C++ autograd, kept to measure against
+# (benchmarks/host_overhead.py shows both) and as a fallback.
+CPP_AUTOGRAD = os.environ.get("WGANGP_FAST_CPP_AUTOGRAD", "1") != "0"
 
 
 def _use_dispatcher() -> bool:
     return FORCE_DISPATCHER or torch.compiler.is_compiling()
+
+
+def _use_cpp_autograd(backend: str) -> bool:
+    return CPP_AUTOGRAD and backend in backends.COMPILED and not _use_dispatcher()
 
 
 def _run(op, function, *args, ctx=None):
@@ -371,7 +379,7 @@ def interpolate(real: Tensor, fake: Tensor, alpha: Optional[Tensor] = None, *, p
     acc = eager.acc_dtype(real.dtype)
     if alpha.dtype != acc:
         alpha = alpha.to(acc)
-    if name in backends.COMPILED and not _use_dispatcher():
+    if _use_cpp_autograd(name):
         return backends.get(name).interpolate(real, fake, alpha, pac)
     return _run(_interpolate, _InterpolateFn, real, fake, alpha, pac, name)
 
@@ -399,7 +407,7 @@ def gradient_norm_penalty(grads: Tensor, *, pac: int = 1, target: float = 1.0,
     if weight is not None:
         weight = V.group_vector("weight", weight, m, grads)
     name = backends.resolve(backend, grads.device)
-    if name in backends.COMPILED and not _use_dispatcher():
+    if _use_cpp_autograd(name):
         out, norms = backends.get(name).penalty_forward(grads, weight, pac, target, one_sided, eps,
                                                         input_scale, red, scale)
         return (out, norms) if return_norms else out

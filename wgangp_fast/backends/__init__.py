@@ -172,6 +172,21 @@ def _resolve(backend, device: torch.device) -> str:
     return backend
 
 
+def _below_autograd(op):
+    """`op` called past its Autograd key. The backward kernel ops' autograd (their second order,
+    registered in Python by ops.py for the C++ first-order backward's create_graph=True) costs
+    ~10 us per call even where it records nothing; every caller reaching them through this table
+    (the registered ops, the autograd.Function twins, the diagnostics) has its own autograd or
+    none, so it skips it. The forward kernel ops keep theirs: in C++, it is free when idle, and
+    it is the eager API's autograd."""
+
+    def call(*args):
+        with torch._C._AutoDispatchBelowAutograd():
+            return op(*args)
+
+    return call
+
+
 @functools.lru_cache(maxsize=None)
 def get(name: str):
     """The four functions of backend `name` (already resolved)."""
@@ -183,9 +198,9 @@ def get(name: str):
         ops = torch.ops.wgangp_fast
         return SimpleNamespace(
             interpolate=ops.interpolate_kernel,
-            interpolate_backward=ops.interpolate_backward_kernel,
+            interpolate_backward=_below_autograd(ops.interpolate_backward_kernel),
             penalty_forward=ops.penalty_forward_kernel,
-            penalty_backward=ops.penalty_backward_kernel,
+            penalty_backward=_below_autograd(ops.penalty_backward_kernel),
         )
     if name == "triton":
         from .. import triton_kernels as mod
