@@ -138,6 +138,8 @@ struct wgangp_fast_gradient_norm_penalty
     if (!g_out.defined()) {
       g_out = reduction == kNone ? grads.new_zeros({m}) : grads.new_zeros({});
     }
+    // needs_input_grad counts the tensor inputs that were given: grads is 0 and weight, when
+    // given, 1. The result has one entry per forward argument.
     if (ctx->needs_input_grad(0)) {
       result[0] = call_backward(penalty_backward_op(), g_out, optional(g_norms), grads, norms,
                                 optional(weight), pac, target, one_sided, input_scale, reduction,
