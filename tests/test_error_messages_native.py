@@ -3,20 +3,21 @@
 On the lent H100 (2026-11-22) the CUDA extension crashed inside its own copy of
 std::ostream::_M_insert<long> while c10::str formatted "N=4" for a failed check, while messages of
 strings formatted fine. Linking a small extension with -static-libstdc++ reproduces that failure
-mode on this machine's toolchain (the integer is lost from the message: the stream fails instead
-of crashing), so the checks in csrc/common/geometry.h, which every backend's host code uses, are
-held here to messages that keep their numbers in such a build.
+mode (with GCC 12 the integer is lost from the message, the stream failing instead of crashing),
+so the checks in csrc/common/geometry.h, which every backend's host code uses, are held here to
+messages that keep their numbers in such a build. The calls run in child processes: where the
+failure mode is a crash, it ends a child, not the test run.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,42 +65,68 @@ TORCH_LIBRARY(wgangp_fast_static_stdcxx, m) {
 """
 
 
-@pytest.fixture(scope="module")
-def static_ops(tmp_path_factory):
-    from torch.utils import cpp_extension
+# Run by a child process: builds (or reuses) the extension, then makes the calls of one probe,
+# printing each error's first line as soon as it is raised.
+PROBE = r"""
+import sys
+from torch.utils import cpp_extension
 
+build, source, csrc, probe = sys.argv[1:5]
+cpp_extension.load(name="wgangp_fast_static_stdcxx", sources=[source], extra_include_paths=[csrc],
+                   extra_ldflags=["-static-libstdc++"], build_directory=build,
+                   is_python_module=False, verbose=False)
+ops = torch.ops.wgangp_fast_static_stdcxx
+x = torch.zeros(4, 2)
+calls = {
+    "build": [],
+    "raw": [(ops.raw_format, (torch.zeros(4), 3))],
+    "checks": [(ops.geometry, (x, 3)), (ops.vector, (torch.zeros(4), 5)),
+               (ops.reduction, (x, 7)), (ops.grad_out, (torch.zeros(3), x, torch.zeros(4), 1))],
+}[probe]
+for fn, args in calls:
+    try:
+        fn(*args)
+        print("no error", flush=True)
+    except RuntimeError as err:
+        print(str(err).splitlines()[0], flush=True)
+"""
+
+
+def _probe(folder: Path, probe: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
     env_bin = str(Path(sys.executable).parent)  # the virtual environment's ninja
     if shutil.which("ninja") is None and shutil.which("ninja", path=env_bin):
-        os.environ["PATH"] = env_bin + os.pathsep + os.environ.get("PATH", "")
-
-    build = tmp_path_factory.mktemp("static_stdcxx")
-    source = build / "static_stdcxx.cpp"
-    source.write_text(SOURCE)
-    cpp_extension.load(name="wgangp_fast_static_stdcxx", sources=[str(source)],
-                       extra_include_paths=[str(ROOT / "csrc")],
-                       extra_ldflags=["-static-libstdc++"], build_directory=str(build),
-                       is_python_module=False, verbose=False)
-    return torch.ops.wgangp_fast_static_stdcxx
+        env["PATH"] = env_bin + os.pathsep + env.get("PATH", "")
+    return subprocess.run([sys.executable, "-c", PROBE, str(folder), str(folder / "ext.cpp"),
+                           str(ROOT / "csrc"), probe],
+                          capture_output=True, text=True, env=env, timeout=600)
 
 
-def _message(fn, *args) -> str:
-    with pytest.raises(RuntimeError) as err:
-        fn(*args)
-    return str(err.value).splitlines()[0]
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("static_stdcxx")
+    (folder / "ext.cpp").write_text(SOURCE)
+    proc = _probe(folder, "build")
+    assert proc.returncode == 0, f"the test extension did not build:\n{proc.stderr[-3000:]}"
+    return folder
 
 
-def test_the_failure_mode_is_reproduced(static_ops):
-    """Without this, the test below would prove nothing: here `ostream << int64_t` in the
-    extension loses the number, as it crashed on the H100."""
-    message = _message(static_ops.raw_format, torch.zeros(4), 3)
-    assert message.startswith("the batch size N=")
-    assert "4" not in message and "pac=3" not in message
+def test_the_failure_mode_is_reproduced(built):
+    """Without this, the test below would prove nothing: `ostream << int64_t` in such an
+    extension loses the number (GCC 12) or crashes the process (GCC 13 on the H100)."""
+    proc = _probe(built, "raw")
+    lines = proc.stdout.splitlines()
+    crashed = proc.returncode != 0
+    assert crashed or (lines[0].startswith("the batch size N=") and "N=4" not in lines[0]
+                       and "pac=3" not in lines[0]), proc.stdout + proc.stderr[-2000:]
 
 
-def test_host_checks_keep_their_numbers(static_ops):
-    x = torch.zeros(4, 2)
-    assert "the batch size N=4 must be a multiple of pac=3" in _message(static_ops.geometry, x, 3)
-    assert "alpha must hold M=5 values, got 4" in _message(static_ops.vector, torch.zeros(4), 5)
-    assert "unknown reduction 7" in _message(static_ops.reduction, x, 7)
-    assert "grad_out has 3 values for reduction 1" in _message(
-        static_ops.grad_out, torch.zeros(3), x, torch.zeros(4), 1)
+def test_host_checks_keep_their_numbers(built):
+    proc = _probe(built, "checks")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    messages = proc.stdout.splitlines()
+    assert len(messages) == 4
+    assert "the batch size N=4 must be a multiple of pac=3" in messages[0]
+    assert "alpha must hold M=5 values, got 4" in messages[1]
+    assert "unknown reduction 7" in messages[2]
+    assert "grad_out has 3 values for reduction 1" in messages[3]
