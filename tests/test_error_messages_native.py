@@ -69,6 +69,8 @@ TORCH_LIBRARY(wgangp_fast_static_stdcxx, m) {
 # printing each error's first line as soon as it is raised.
 PROBE = r"""
 import sys
+
+import torch
 from torch.utils import cpp_extension
 
 build, source, csrc, probe = sys.argv[1:5]
