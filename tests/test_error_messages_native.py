@@ -106,6 +106,11 @@ def _probe(folder: Path, probe: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
+    cxx = os.environ.get("CXX", "c++")
+    archive = subprocess.run([cxx, "-print-file-name=libstdc++.a"], capture_output=True,
+                             text=True).stdout.strip()
+    if not os.path.isabs(archive):  # the compiler prints the bare name when it has none
+        pytest.skip(f"{cxx} has no static libstdc++ to link a test extension against")
     folder = tmp_path_factory.mktemp("static_stdcxx")
     (folder / "ext.cpp").write_text(SOURCE)
     proc = _probe(folder, "build")
