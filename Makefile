@@ -57,7 +57,7 @@ gpu-check:
 	bash scripts/gpu_check.sh
 
 lint: $(BIN)/.deps
-	$(BIN)/ruff check wgangp_fast tests benchmarks examples
+	$(BIN)/ruff check wgangp_fast tests benchmarks examples scripts
 
 clean:
 	rm -rf build *.egg-info wgangp_fast/*.so $(BIN)/.built

@@ -33,7 +33,7 @@ _BUILD_HINT = (
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_extension(name: str):
     """Import a compiled extension; returns (module or None, reason it is missing)."""
     try:
@@ -53,7 +53,7 @@ def _cuda_extension():
     return _load_extension("_C_cuda")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _triton_status():
     try:
         import triton  # noqa: F401
@@ -187,7 +187,7 @@ def _below_autograd(op):
     return call
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get(name: str):
     """The four functions of backend `name` (already resolved)."""
     if name in ("cpu", "cuda"):
