@@ -169,15 +169,13 @@ def _summary(metrics: dict) -> str:
             "sliced_w1", "classes_covered", "confident_share", "frechet_distance",
             "frechet_distance_real_halves", "final_wasserstein_estimate", "final_gp",
             "train_seconds", "steps_per_second")
-    lines = []
-    for k in keys:
-        if k in metrics and metrics[k] is not None:
-            v = metrics[k]
-            lines.append(f"  {k:30s} {v:.4g}" if isinstance(v, float) else f"  {k:30s} {v}")
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = [f"  {k:30s} {fmt(metrics[k])}" for k in keys if metrics.get(k) is not None]
     raw = metrics.get("raw_generator")
     if raw:
-        shown = ", ".join(f"{k} {raw[k]:.4g}" if isinstance(raw[k], float) else f"{k} {raw[k]}"
-                          for k in keys[:10] if raw.get(k) is not None)
+        shown = ", ".join(f"{k} {fmt(raw[k])}" for k in keys[:10] if raw.get(k) is not None)
         lines.append(f"  without EMA (trained weights): {shown}")
     return "\n".join(lines)
 
