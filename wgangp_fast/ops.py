@@ -13,6 +13,7 @@ with differentiable PyTorch ops on top of the same kernels.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional, Tuple
 
@@ -27,8 +28,9 @@ from .backends import eager
 # microseconds per op, which is most of the cost at small sizes): on the compiled backends (cpu,
 # cuda) they call the kernel ops, whose autograd is in C++ (csrc/autograd.cpp); on triton and
 # reference, a torch.autograd.Function that shares the registered op's kernels and autograd
-# formulas. Under torch.compile, or with WGANGP_FAST_DISPATCHER=1 (or this flag set), calls go
-# through the registered torch.library ops.
+# formulas. With WGANGP_FAST_DISPATCHER=1 (or this flag set), eager calls go through the
+# registered torch.library ops. Under torch.compile and torch.func transforms calls take the
+# twins, whose forward under torch.compile is the registered op (see _run).
 FORCE_DISPATCHER = os.environ.get("WGANGP_FAST_DISPATCHER", "0") == "1"
 # With WGANGP_FAST_CPP_AUTOGRAD=0 (or this flag False), eager calls on cpu and cuda take the
 # autograd.Function twins too: the path before the C++ autograd, kept to measure against
@@ -37,22 +39,41 @@ CPP_AUTOGRAD = os.environ.get("WGANGP_FAST_CPP_AUTOGRAD", "1") != "0"
 
 
 def _use_dispatcher() -> bool:
-    return FORCE_DISPATCHER or torch.compiler.is_compiling()
+    return FORCE_DISPATCHER and not torch.compiler.is_compiling()
 
 
 def _use_cpp_autograd(backend: str) -> bool:
-    return CPP_AUTOGRAD and backend in backends.COMPILED and not _use_dispatcher()
+    return CPP_AUTOGRAD and backend in backends.COMPILED and not FORCE_DISPATCHER
+
+
+def _functorch_wrapped(args) -> bool:
+    """True inside a torch.func transform (grad, vjp, ...): its tensors are functorch wrappers."""
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    return any(isinstance(a, Tensor) and wrapped(a) for a in args)
 
 
 def _run(op, function, *args, ctx=None):
     """Call the registered op, its autograd.Function twin, or on the compiled backends the
-    kernel op with its C++ autograd, with the same arguments (the backend name last). A backward
-    (given its ctx) stays on the path its forward took, so tracers that call the registered op
-    see only registered ops. Where autograd would record nothing (grad mode off, as in a
-    first-order backward, or no input requiring grad, as for interpolate on data), the twin's
-    kernel runs without the autograd.Function around it: about 10 us less per call."""
+    kernel op with its C++ autograd, with the same arguments (the backend name last).
+
+    - torch.compile and torch.func transforms take the twin (a functorch-compatible
+      autograd.Function, setup_context style): the registered op's generated autograd and the
+      C++ nodes do not compose with torch.func, and compiling torch.func.grad_and_value over
+      them fails. Under torch.compile the twin's forward calls the registered op, so the graph
+      holds the op and not the backend's Python launcher.
+    - A backward (given its ctx) stays on the path its forward took.
+    - Where autograd would record nothing (grad mode off, as in a first-order backward, or no
+      input requiring grad, as for interpolate on data), the kernel runs without the
+      autograd.Function around it: about 10 us less per call.
+    """
+    if torch.compiler.is_compiling():
+        if torch.is_grad_enabled():
+            return function.apply(*args)
+        return op(*args)
     if _use_dispatcher() or (ctx is not None and not getattr(ctx, "twin", False)):
         return op(*args)
+    if _functorch_wrapped(args):
+        return function.apply(*args)
     if ctx is None and _use_cpp_autograd(args[-1]):
         return function.kernel(*args)  # the kernel op, which carries its autograd (C++)
     if torch.is_grad_enabled():
@@ -270,42 +291,50 @@ _penalty_backward.register_autograd(_penalty_backward_grad, setup_context=_penal
 # ---------------------------------------------------------------------------------------------
 
 
-def _twin(name, tensor_args, forward, setup, backward):
-    """An autograd.Function whose forward is `forward` and whose ctx handling and backward are
-    exactly those registered for the torch.library op. It carries the op's name, so a graph's
-    grad_fn reads the same on both paths (e.g. wgangp_fast_gradient_norm_penaltyBackward).
-    `tensor_args`: the positions of the (optional) tensor arguments, for _run's requires_grad
-    check."""
+def _twin(name, op_name, tensor_args, forward, setup, backward):
+    """An autograd.Function whose forward is `forward` (the registered op `op_name` under
+    torch.compile) and whose ctx handling and backward are exactly those registered for the
+    torch.library op. It uses the separate setup_context form, which torch.func transforms
+    require. It carries the op's name, so a graph's grad_fn reads the same on both paths (e.g.
+    wgangp_fast_gradient_norm_penaltyBackward). `tensor_args`: the positions of the (optional)
+    tensor arguments, for _run's requires_grad check."""
 
-    def fwd(ctx, *args):
-        output = forward(*args)
-        setup(ctx, args, output)
+    # the OpOverload (torch.ops.wgangp_fast.<op>.default), which dynamo traces under torch.func
+    # transforms too (the CustomOpDef object it cannot wrap there)
+    registered = getattr(torch.ops.wgangp_fast, op_name).default
+
+    @functools.wraps(forward)  # torch.compile binds the arguments by the forward's signature
+    def fwd(*args):
+        return (registered if torch.compiler.is_compiling() else forward)(*args)
+
+    def setup_context(ctx, inputs, output):
+        setup(ctx, inputs, output)
         ctx.twin = True
-        return output
 
     return type(name, (torch.autograd.Function,),
-                {"forward": staticmethod(fwd), "backward": staticmethod(backward),
-                 "kernel": staticmethod(forward), "tensor_args": tensor_args})
+                {"forward": staticmethod(fwd), "setup_context": staticmethod(setup_context),
+                 "backward": staticmethod(backward), "kernel": staticmethod(forward),
+                 "tensor_args": tensor_args})
 
 
 _InterpolateFn = _twin(
-    "wgangp_fast_interpolate", (0, 1, 2),
+    "wgangp_fast_interpolate", "interpolate", (0, 1, 2),
     lambda real, fake, alpha, pac, backend: backends.get(backend).interpolate(real, fake, alpha,
                                                                               pac),
     _interpolate_setup, _interpolate_grad)
 _InterpolateBackwardFn = _twin(
-    "wgangp_fast_interpolate_backward", (0, 1, 2, 3),
+    "wgangp_fast_interpolate_backward", "interpolate_backward", (0, 1, 2, 3),
     lambda grad, real, fake, alpha, pac, backend: tuple(
         backends.get(backend).interpolate_backward(grad, real, fake, alpha, pac)),
     _interpolate_backward_setup, _interpolate_backward_grad)
 _PenaltyFn = _twin(
-    "wgangp_fast_gradient_norm_penalty", (0, 1),
+    "wgangp_fast_gradient_norm_penalty", "gradient_norm_penalty", (0, 1),
     lambda grads, weight, pac, target, one_sided, eps, input_scale, reduction, scale, backend:
     tuple(backends.get(backend).penalty_forward(grads, weight, pac, target, one_sided, eps,
                                                 input_scale, reduction, scale)),
     _penalty_setup, _penalty_grad)
 _PenaltyBackwardFn = _twin(
-    "wgangp_fast_gradient_norm_penalty_backward", (0, 1, 2, 3, 4),
+    "wgangp_fast_gradient_norm_penalty_backward", "gradient_norm_penalty_backward", (0, 1, 2, 3, 4),
     lambda grad_out, grad_norms, grads, norms, weight, pac, target, one_sided, input_scale,
     reduction, scale, backend: backends.get(backend).penalty_backward(
         grad_out, grad_norms, grads, norms, weight, pac, target, one_sided, input_scale, reduction,
