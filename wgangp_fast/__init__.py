@@ -13,10 +13,16 @@ from .penalty import (
     gradient_penalty,
     input_gradients,
 )
+from .steps import CriticStep, GeneratorStep, StepStats, TrainStats, TrainStep
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CriticStep",
+    "GeneratorStep",
+    "StepStats",
+    "TrainStats",
+    "TrainStep",
     "WassersteinGPLoss",
     "available_backends",
     "backend_status",

@@ -43,6 +43,21 @@ def input_gradients(critic, x: Tensor, *inputs, scaler=None):
 KINDS = ("wgan-gp", "wgan-lp", "r1", "r2", "dragan")
 
 
+def kind_settings(kind: str, lambda_gp: float, target: Optional[float] = None,
+                  one_sided: Optional[bool] = None):
+    """(target, one_sided, scale) of gradient_norm_penalty for a kind of penalty: zero-centred
+    r1 / r2 have target 0 and scale lambda/2 (gamma/2 E||grad||^2), wgan-lp is one-sided, the
+    others have target 1 and scale lambda. `target` and `one_sided` override the kind's."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
+    zero_centred = kind in ("r1", "r2")
+    if target is None:
+        target = 0.0 if zero_centred else 1.0
+    if one_sided is None:
+        one_sided = kind == "wgan-lp"
+    return target, one_sided, lambda_gp / 2 if zero_centred else lambda_gp
+
+
 def penalty_points(kind: str, real: Optional[Tensor], fake: Optional[Tensor], *,
                    pac: int = 1, alpha: Optional[Tensor] = None,
                    generator: Optional[torch.Generator] = None, dragan_c: float = 0.5,
@@ -94,18 +109,13 @@ def gradient_penalty(critic, real: Optional[Tensor], fake: Optional[Tensor], *in
     if not callable(critic):
         raise TypeError(f"critic must be callable (an nn.Module), got {type(critic).__name__}")
     lambda_gp = V.finite("lambda_gp", lambda_gp)
-    zero_centred = kind in ("r1", "r2")
     x = penalty_points(kind, real, fake, pac=pac, alpha=alpha, generator=generator,
                        dragan_c=dragan_c, backend=backend)
-    if target is None:
-        target = 0.0 if zero_centred else 1.0
-    if one_sided is None:
-        one_sided = kind == "wgan-lp"
+    target, one_sided, scale = kind_settings(kind, lambda_gp, target, one_sided)
     _, grads, inv_scale = input_gradients(critic, x, *inputs, scaler=scaler)
     return gradient_norm_penalty(grads, pac=pac, target=target, one_sided=one_sided, eps=eps,
                                  input_scale=inv_scale, weight=weight, reduction=reduction,
-                                 scale=lambda_gp / 2 if zero_centred else lambda_gp,
-                                 backend=backend)
+                                 scale=scale, backend=backend)
 
 
 def calc_gradient_penalty(discriminator, real_data: Tensor, fake_data: Tensor, device="cpu",
