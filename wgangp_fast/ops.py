@@ -240,10 +240,11 @@ def _penalty_backward_grad(ctx, gy):
     need = ctx.needs_input_grad
     d_grads = (g * c.reshape(-1, 1)).to(grads.dtype).reshape(grads.shape) if need[2] else None
     dc = (v * g).sum(1)
-    positive = n > 0
-    safe_n = torch.where(positive, n, torch.ones_like(n))
-    k = torch.where(positive, s2 / safe_n, torch.zeros_like(n))
-    dk = torch.where(positive, -s2 / (safe_n * safe_n), torch.zeros_like(n))
+    # n != 0 rather than n > 0: a NaN norm must give NaN here too (see penalty_coef).
+    nonzero = n != 0
+    safe_n = torch.where(nonzero, n, torch.ones_like(n))
+    k = torch.where(nonzero, s2 / safe_n, torch.zeros_like(n))
+    dk = torch.where(nonzero, -s2 / (safe_n * safe_n), torch.zeros_like(n))
     u = eager.excess(n, target, one_sided)
     du = (n - target > 0).to(acc) if one_sided else torch.ones_like(n)
     w = weight.reshape(-1).to(acc) if weight is not None else torch.ones_like(n)
