@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import gzip
 import math
+import numbers
 import os
 import struct
 from typing import Dict, List, Sequence, Tuple
@@ -160,8 +161,10 @@ def _to_unit_range(arr: np.ndarray, low: float, high: float) -> Tensor:
 def _resize(images: Tensor, image_size: int | None, name: str) -> Tensor:
     if image_size is None or images.shape[-1] == image_size == images.shape[-2]:
         return images
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+    if (isinstance(image_size, (bool, np.bool_)) or not isinstance(image_size, numbers.Integral)
+            or image_size < 1):
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    image_size = int(image_size)
     # Bilinear resize: how 28x28 MNIST or 8x8 digits reach a convolutional model's 32x32 input.
     out = torch.nn.functional.interpolate(images, size=(image_size, image_size), mode="bilinear",
                                           align_corners=False)
