@@ -622,3 +622,26 @@ def test_a_dead_runs_lock_and_temporaries_are_taken_over(tmp_path):
             assert again.stale_holder == "" and again.removed == []
         assert (tmp_path / trainer_mod.LOCK_NAME).exists()
     assert sorted(os.listdir(tmp_path)) == ["other.tmp"]
+
+
+def test_the_pid_file_lock_without_flock(tmp_path, monkeypatch):
+    # where fcntl is missing (Windows) the lock is an O_EXCL pid file, judged by its pid
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(trainer_mod, "fcntl", None)
+    lock_file = tmp_path / trainer_mod.LOCK_NAME
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        lock_file.write_text(f"{alive.pid} otherhost 0\n")
+        with pytest.raises(trainer_mod.OutputFolderError,
+                           match=f"in use by another wgangp-fast run \\(pid {alive.pid} on "
+                                 f"otherhost\\)"):
+            trainer_mod.lock_output_folder(str(tmp_path))
+    finally:
+        alive.kill()
+        alive.wait()
+    with trainer_mod.lock_output_folder(str(tmp_path)) as lock:
+        assert lock.stale_holder == f"pid {alive.pid} on otherhost"
+        assert lock_file.read_text().split()[0] == str(os.getpid())
+    assert not lock_file.exists()

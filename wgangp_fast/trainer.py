@@ -417,8 +417,14 @@ def _in_use(folder: str, holder: str) -> OutputFolderError:
         f"it), or give this run another output folder (--out)")
 
 
+def _read_lock(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 4096).decode("utf-8", "replace")
+
+
 def _take_lock(folder: str, path: str) -> Tuple[int, str]:
     """An open, locked lock file in `folder` and what it said before (a dead holder's pid)."""
+    dead = ""
     for _ in range(100):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | (0 if fcntl else os.O_EXCL), 0o644)
@@ -431,12 +437,13 @@ def _take_lock(folder: str, path: str) -> Tuple[int, str]:
                 raise _in_use(folder, _lock_holder(text)) from None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+            dead = text
             continue
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
-                text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+                text = _read_lock(fd)
                 os.close(fd)
                 if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
                     raise _in_use(folder, _lock_holder(text)) from None
@@ -450,9 +457,10 @@ def _take_lock(folder: str, path: str) -> Tuple[int, str]:
             if not same:
                 os.close(fd)
                 continue
-        before = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+        before = _read_lock(fd) or dead
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {time.time():.0f}\n".encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()} {time.time():.0f}\n".encode())
         return fd, before
     raise OutputFolderError(f"--out {folder}: could not take the lock {path} (it keeps being "
                             f"replaced)")
