@@ -34,7 +34,10 @@ Scale and precision:
 Checkpoints are atomic (temporary file in the same folder, fsync, os.replace), load with
 `torch.load(weights_only=True)` and hold everything needed to resume bit for bit: both models, both
 optimisers, the RNG states (torch CPU and CUDA, numpy, python `random`, the data sampler) and the
-step counters.
+step counters. They are checked on load (our format, finite weights and optimiser state, data
+that fits the models) and never replaced by a non-finite state. A run with an output folder locks
+it (lock_output_folder), checks it for space, writes the starting state's checkpoint before the
+first step and, on SIGINT or SIGTERM, stops after the current step with a checkpoint of it.
 """
 
 from __future__ import annotations
