@@ -4,10 +4,12 @@ clear errors for bad arguments and bad data files."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -166,3 +168,188 @@ def test_python_dash_m_entry_point():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0
     assert "--checkpoint-every" in done.stdout and "--resume" in done.stdout
+
+
+# -- checks made before any training work ---------------------------------------------------
+
+def _nothing_trained(out):
+    """No checkpoint and no outputs: the run stopped before its first step."""
+    return not out.exists() or not any(p.name == "checkpoint.pt" or not p.name.startswith(".")
+                                       for p in out.iterdir())
+
+
+def test_a_missing_optional_package_is_named_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an absent package looks like
+    out = tmp_path / "run"
+    assert _train(out) == 2
+    err = capsys.readouterr().err
+    assert "needs optional packages that are not installed: matplotlib (the pictures" in err
+    assert "pip install 'wgangp_fast[train]'" in err
+    assert not out.exists()
+
+
+def test_a_missing_tqdm_is_only_needed_for_the_progress_bar(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    argv = [a for a in TINY if a != "--no-progress"]
+    assert cli.main(["train", "--out", str(tmp_path / "bar"), *argv]) == 2
+    assert "tqdm (the progress bar, or pass --no-progress)" in capsys.readouterr().err
+    assert _train(tmp_path / "nobar") == 0
+
+
+def test_the_backend_is_checked_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        _train(tmp_path / "a", "--backend", "fastest")
+    assert info.value.code == 2
+    assert "--backend: invalid choice: 'fastest'" in capsys.readouterr().err
+    out = tmp_path / "b"
+    assert _train(out, "--backend", "cuda") == 2  # --device cpu: cuda never takes CPU tensors
+    err = capsys.readouterr().err
+    assert "backend 'cuda' (--backend) cannot compute the penalty on cpu" in err
+    assert "Available here: cpu, reference" in err
+    assert _nothing_trained(out)
+
+
+def test_an_output_folder_that_cannot_be_created_is_refused(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert _train(tmp_path / "file" / "run") == 2
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path / 'file' / 'run'}: cannot create the output folder" in err
+
+
+def test_an_unwritable_output_folder_is_refused(tmp_path, capsys, monkeypatch):
+    from wgangp_fast import trainer as trainer_mod
+
+    out = tmp_path / "ro"
+    out.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(trainer_mod.os, "access",
+                        lambda p, mode: False if str(p) == str(out) else real_access(p, mode))
+    assert _train(out) == 2
+    assert f"--out {out}: the folder is not writable" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+
+def test_a_full_output_folder_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    from wgangp_fast import trainer as trainer_mod
+
+    usage = types.SimpleNamespace(total=2 ** 30, used=2 ** 30 - 4096, free=4096)
+    monkeypatch.setattr(trainer_mod.shutil, "disk_usage", lambda path: usage)
+    out = tmp_path / "full"
+    assert _train(out) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: 0.0 MB free on its filesystem, but a checkpoint of this run needs " \
+           f"about" in err
+    assert _nothing_trained(out)
+
+
+def _write_to_a_full_disk(monkeypatch, after=0):
+    """torch.save fails as on a full disk (writing to /dev/full) after `after` good saves."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full to produce a real ENOSPC")
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save(obj, f, *args, **kw):
+        calls["n"] += 1
+        if calls["n"] <= after:
+            return real_save(obj, f, *args, **kw)
+        with open("/dev/full", "wb") as full:
+            return real_save(obj, full, *args, **kw)
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+def test_no_space_left_is_said_in_the_first_line_and_the_good_checkpoint_kept(
+        tmp_path, capsys, monkeypatch):
+    _write_to_a_full_disk(monkeypatch, after=2)  # the step-0 and step-1 checkpoints succeed
+    out = tmp_path / "run"
+    assert _train(out, "--checkpoint-every", "1") == 1
+    err = capsys.readouterr().err
+    first = err.strip().splitlines()[-2]
+    assert first.startswith("wgangp-fast: error: [Errno 28] cannot write the checkpoint")
+    assert "No space left on device" in first and "the previous checkpoint is kept" in first
+    assert err.strip().splitlines()[-1] == f"last good checkpoint: {out / 'checkpoint.pt'} (step 1)"
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--batch", "1", "--generator-batchnorm"],
+     "batch_size 1 is too small for the MLPGenerator's BatchNorm layers"),
+    (["--images", "{tmp}/layout.npy"], "a 4-D image array needs its channels (1, 3 or 4)"),
+    (["--csv", "{tmp}/one.csv", "--pac", "1"], "the table has a single data row"),
+    (["--csv", "{tmp}/nan.csv", "--pac", "1"], "numeric column 'a' holds 'inf' on line 3"),
+])
+def test_bad_data_and_settings_stop_before_training(tmp_path, capsys, extra, match):
+    np.save(tmp_path / "layout.npy", np.zeros((10, 5, 8, 8), dtype=np.float32))
+    (tmp_path / "one.csv").write_text("a,b\n1.5,x\n")
+    (tmp_path / "nan.csv").write_text("a,b\n1.5,x\ninf,y\n2,x\n")
+    out = tmp_path / "run"
+    assert _train(out, *[a.replace("{tmp}", str(tmp_path)) for a in extra]) == 2
+    assert match in capsys.readouterr().err
+    assert not out.exists()  # no folder left behind by a refused start
+
+
+# -- --resume on checkpoints that cannot continue, and a folder in use ----------------------
+
+@pytest.mark.parametrize("spoil, match", [
+    (lambda path: torch.save(torch.zeros(3), path), "not a wgangp_fast checkpoint (it holds a "
+                                                    "Tensor"),
+    (lambda path: torch.save({"step": 2, "weights": {}}, path), "a dict without format, config"),
+    (lambda path: _poison(path, "critic"), "holds NaN or infinite values (critic."),
+    (lambda path: _poison(path, "optimizer_c"), "holds NaN or infinite values (optimizer_c.state."),
+])
+def test_resume_refuses_a_checkpoint_that_cannot_continue(tmp_path, capsys, spoil, match):
+    out = tmp_path / "run"
+    assert _train(out) == 0
+    spoil(out / "checkpoint.pt")
+    capsys.readouterr()
+    assert cli.main(["train", "--out", str(out), "--resume", "--steps", "4", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+    assert err.startswith(f"wgangp-fast: error: {out / 'checkpoint.pt'}: ")
+
+
+def _poison(path, part):
+    state = torch.load(path, weights_only=True)
+    tensors = (state[part].values() if part != "optimizer_c"
+               else state[part]["state"][0].values())
+    next(t for t in tensors if t.is_floating_point() and t.numel() > 1).view(-1)[0] = float("nan")
+    torch.save(state, path)
+
+
+def test_resume_after_a_category_was_added_to_the_csv(tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    table.write_text("a,b\n" + "".join(f"{i},{'xy'[i % 2]}\n" for i in range(30)))
+    out = tmp_path / "tab"
+    args = ["--csv", str(table), "--out", str(out), "--no-progress"]
+    assert cli.main(["train", *args, "--pac", "2", "--batch", "8", "--steps", "1",
+                     "--hidden-dim", "8", "--n-critic", "1", "--eval-samples", "100"]) == 0
+    with open(table, "a") as f:
+        f.write("31,z\n")
+    capsys.readouterr()
+    assert cli.main(["train", *args, "--resume", "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "column 'b' had the categories ['x', 'y'] and now has ['x', 'y', 'z']" in err
+
+
+def test_a_second_run_on_the_same_out_is_refused_with_the_holders_pid(tmp_path, capsys):
+    out = tmp_path / "busy"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom wgangp_fast.trainer import "
+         "lock_output_folder\nlock_output_folder(sys.argv[1])\nprint('locked', flush=True)\n"
+         "time.sleep(600)\n", str(out)], env=env, cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert _train(out) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out} is in use by another wgangp-fast run (pid {holder.pid} on" in err
+        assert not (out / "checkpoint.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _train(out) == 0  # the dead holder's lock is taken over
+    assert f"took over the lock of an earlier run on {out} (pid {holder.pid}" in \
+        capsys.readouterr().err

@@ -103,6 +103,32 @@ def test_bad_image_files_name_the_path(tmp_path):
         data.load_image_array(str(nan))
 
 
+@pytest.mark.parametrize("shape, words", [
+    ((10, 5, 8, 8), ["[10, 5, 8, 8]", "axis 1", "axis 3", "moveaxis"]),
+    ((10, 8, 8, 2), ["[10, 8, 8, 2]", "channels (1, 3 or 4)"]),
+    ((8, 8, 3), ["[8, 8, 3]", "8 grayscale images of 8x3", "[1, H, W, C]"]),
+])
+def test_image_arrays_in_a_layout_that_is_not_images_are_refused(tmp_path, shape, words):
+    path = tmp_path / "layout.npy"
+    np.save(path, np.random.default_rng(0).random(shape, dtype=np.float32))
+    with pytest.raises(ValueError) as info:
+        data.load_image_array(str(path))
+    for word in ("layout.npy",) + tuple(words):
+        assert word in str(info.value), f"{word!r} not in {str(info.value)!r}"
+
+
+@pytest.mark.parametrize("shape, expected", [
+    ((4, 3, 3), (4, 1, 3, 3)),          # [N, H, W] with 3x3 images: square, so not channels
+    ((4, 1, 8, 8), (4, 1, 8, 8)),
+    ((4, 8, 8, 1), (4, 1, 8, 8)),
+    ((1, 8, 8, 3), (1, 3, 8, 8)),
+])
+def test_image_layouts_that_are_images_still_load(tmp_path, shape, expected):
+    path = tmp_path / "ok.npy"
+    np.save(path, np.random.default_rng(0).random(shape, dtype=np.float32))
+    assert data.load_image_array(str(path)).data.shape == expected
+
+
 def _write_idx(path, images, compress=False):
     n, h, w = images.shape
     raw = struct.pack(">IIII", 2051, n, h, w) + images.astype(np.uint8).tobytes()
@@ -187,6 +213,37 @@ def test_bad_csv_files(tmp_path, text, match):
     with pytest.raises(ValueError, match=match) as info:
         data.load_tabular_csv(str(path))
     assert "bad.csv" in str(info.value)
+
+
+@pytest.mark.parametrize("cell", ["nan", "NaN", "inf", "-inf", "Infinity"])
+def test_csv_numeric_column_with_a_non_finite_value_is_refused_not_re_typed(tmp_path, cell):
+    path = tmp_path / "t.csv"
+    path.write_text(f"a,b\n1.5,x\n2.5,y\n{cell},x\n3,y\n4,x\n")
+    with pytest.raises(ValueError) as info:
+        data.load_tabular_csv(str(path))
+    message = str(info.value)
+    for word in ("t.csv", "numeric column 'a'", f"holds {cell!r} on line 4",
+                 "1 non-finite value in all", "--categorical a"):
+        assert word in message, f"{word!r} not in {message!r}"
+    # asked for explicitly, the column is categorical, the non-finite text one category of it
+    ds = data.load_tabular_csv(str(path), categorical=["a"])
+    assert cell in ds.categories["a"] and "a" not in ds.numeric
+
+
+def test_csv_counts_every_non_finite_value(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a\n1\ninf\n2\nnan\n")
+    with pytest.raises(ValueError, match="holds 'inf' on line 3 \\(2 non-finite values in all\\)"):
+        data.load_tabular_csv(str(path))
+
+
+def test_csv_with_a_single_data_row_is_refused(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text("a,b\n1.5,x\n")
+    with pytest.raises(ValueError, match="one.csv: the table has a single data row.*at least 2"):
+        data.load_tabular_csv(str(path))
+    path.write_text("a,b\n1.5,x\n2.5,y\n")
+    assert data.load_tabular_csv(str(path)).data.shape == (2, 3)
 
 
 def test_csv_missing_and_too_many_categories(tmp_path):

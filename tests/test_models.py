@@ -191,3 +191,17 @@ def test_models_work_with_the_fused_penalty():
     torch.manual_seed(6)
     ref = reference.ctgan_gradient_penalty(critic, real, fake, pac=2, lambda_=10.0)
     assert torch.allclose(fused, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_integers_are_accepted_as_sizes():
+    import numpy as np
+
+    from wgangp_fast.models import ConvCritic, MLPCritic, MLPGenerator
+
+    g = MLPGenerator(np.int64(4), np.int32(8), (np.int64(2),))
+    assert g(torch.randn(3, 4)).shape == (3, 2)
+    assert MLPCritic(np.int64(2), np.uint8(8))(torch.randn(3, 2)).shape == (3, 1)
+    c = ConvCritic(np.int64(1), np.int64(8), np.int64(4))
+    assert type(c.image_size) is int and c(torch.randn(2, 1, 8, 8)).shape == (2, 1)
+    with pytest.raises(ValueError, match="hidden_dim must be a positive int"):
+        MLPCritic(2, np.float64(8.0))

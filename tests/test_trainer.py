@@ -428,3 +428,220 @@ def test_ema_leaves_the_training_trajectory_alone():
     assert plain.history == averaged.history
     z = torch.randn(16, plain.config.latent_dim)
     assert torch.equal(plain.generate_samples(noise=z), averaged.generate_samples(noise=z, ema=False))
+
+
+# -- checkpoints that are not ours, or not finite -------------------------------------------
+
+def _saved(tmp_path, **kw):
+    t = WGANGPTrainer(small(out_dir=str(tmp_path), **kw))
+    t.train()
+    return t, str(tmp_path / "checkpoint.pt")
+
+
+@pytest.mark.parametrize("payload, words", [
+    (torch.zeros(3), ["not a wgangp_fast checkpoint (it holds a Tensor"]),
+    ([1, 2], ["it holds a list"]),
+    ({"model": torch.zeros(2)}, ["a dict without format, config, step", "fixed_noise, history"]),
+])
+def test_a_file_that_is_not_our_checkpoint_is_a_clear_error(tmp_path, payload, words):
+    path = tmp_path / "other.pt"
+    torch.save(payload, path)
+    for call in (lambda: WGANGPTrainer.read_checkpoint(str(path)),
+                 lambda: WGANGPTrainer.from_checkpoint(str(path))):
+        with pytest.raises(trainer_mod.CheckpointError) as info:
+            call()
+        message = str(info.value)
+        for word in [str(path)] + words + ["start a new run without --resume"]:
+            assert word in message, f"{word!r} not in {message!r}"
+
+
+def test_a_damaged_checkpoint_says_what_is_wrong(tmp_path):
+    _, path = _saved(tmp_path)
+    state = torch.load(path, weights_only=True)
+    for change, words in ((lambda s: s.update(format=7), "checkpoint format 7 is not supported"),
+                          (lambda s: s.update(step="3"), "step is a str, expected int"),
+                          (lambda s: s["history"].pop("gp"), "history does not hold")):
+        bad = {**state, "history": dict(state["history"])}
+        change(bad)
+        with pytest.raises(trainer_mod.CheckpointError, match=words):
+            trainer_mod.check_checkpoint(bad, "x.pt")
+
+
+@pytest.mark.parametrize("where, name", [
+    (lambda s: next(iter(s["critic"].values())), "critic.net.0.weight"),
+    (lambda s: s["optimizer_c"]["state"][0]["exp_avg"], "optimizer_c.state.0.exp_avg"),
+    (lambda s: s["optimizer_g"]["state"][1]["exp_avg_sq"], "optimizer_g.state.1.exp_avg_sq"),
+])
+def test_a_checkpoint_with_nan_weights_or_moments_is_refused_on_load(tmp_path, where, name):
+    _, path = _saved(tmp_path)
+    state = torch.load(path, weights_only=True)
+    where(state).view(-1)[0] = float("nan")
+    torch.save(state, path)
+    with pytest.raises(trainer_mod.CheckpointError) as info:
+        WGANGPTrainer.from_checkpoint(path)
+    message = str(info.value)
+    assert "holds NaN or infinite values" in message and name in message
+    assert WGANGPTrainer.read_checkpoint(path, check=False)["step"] == 3  # still inspectable
+
+
+def test_nan_adam_moments_are_never_saved_over_a_good_checkpoint(tmp_path):
+    t, path = _saved(tmp_path, steps=2)
+    before = open(path, "rb").read()
+    next(iter(t.optimizer_c.state.values()))["exp_avg"].fill_(float("inf"))
+    with pytest.raises(NonFiniteLossError):
+        t.save_checkpoint(path)
+    assert open(path, "rb").read() == before
+
+
+def test_a_category_added_to_the_csv_is_named_on_resume(tmp_path, csv_path):
+    _, path = _saved(tmp_path / "run", **{"dataset": "csv", "data_path": csv_path})
+    with open(csv_path, "a") as f:
+        f.write("1.00,2,c\n")
+    with pytest.raises(trainer_mod.CheckpointError) as info:
+        WGANGPTrainer.from_checkpoint(path)
+    message = str(info.value)
+    for word in (f"the data ({csv_path}) no longer matches the checkpoint",
+                 "column 'kind' had the categories ['a', 'b'] and now has ['a', 'b', 'c']",
+                 "added ['c']", "resume with the data the run started with"):
+        assert word in message, f"{word!r} not in {message!r}"
+
+
+def test_a_checkpoint_without_a_data_signature_is_checked_by_its_weights(tmp_path, csv_path):
+    _, path = _saved(tmp_path / "run", **{"dataset": "csv", "data_path": csv_path})
+    state = torch.load(path, weights_only=True)
+    del state["data"]  # as the checkpoints written before the signature
+    torch.save(state, path)
+    with open(csv_path, "a") as f:
+        f.write("1.00,2,c\n")
+    with pytest.raises(trainer_mod.CheckpointError, match="does not fit the model that the data"):
+        WGANGPTrainer.from_checkpoint(path)
+
+
+def test_numpy_numbers_in_the_config_train_and_checkpoint(tmp_path):
+    cfg = small(out_dir=str(tmp_path), batch_size=np.int64(16), lr=np.float32(1e-3),
+                n_critic=np.uint8(2), generator_batchnorm=np.bool_(False))
+    t = WGANGPTrainer(cfg)
+    assert type(t.config.batch_size) is int and type(t.config.lr) is float
+    t.train()
+    assert WGANGPTrainer.from_checkpoint(str(tmp_path / "checkpoint.pt")).step == 3
+
+
+def test_the_first_checkpoint_is_written_before_the_first_step(tmp_path):
+    t = WGANGPTrainer(small(out_dir=str(tmp_path), checkpoint_every=0))
+    step = t.train_step
+
+    def crashing_step():
+        if t.step == 1:
+            raise _Crash
+        return step()
+
+    t.train_step = crashing_step
+    with pytest.raises(_Crash):
+        t.train()
+    assert WGANGPTrainer.read_checkpoint(str(tmp_path / "checkpoint.pt"))["step"] == 0
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt"]  # the lock went with the run
+
+
+def test_sigint_during_a_step_stops_after_it_with_a_checkpoint(tmp_path):
+    import signal
+
+    straight = WGANGPTrainer(small(steps=5))
+    straight.train()
+    t = WGANGPTrainer(small(out_dir=str(tmp_path), steps=5, checkpoint_every=0))
+    step = t.train_step
+
+    def interrupted_step():
+        if t.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives mid-step: the step still completes
+        return step()
+
+    t.train_step = interrupted_step
+    with pytest.raises(trainer_mod.TrainingInterrupted, match="SIGINT stopped the run after "
+                                                              "step 3; checkpoint saved to"):
+        t.train()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = WGANGPTrainer.from_checkpoint(str(tmp_path / "checkpoint.pt"))
+    assert resumed.step == 3
+    resumed.train()
+    for (name, x), y in zip(_state(straight).items(), _state(resumed).values()):
+        assert torch.equal(x, y), name
+
+
+# -- the output folder's lock ---------------------------------------------------------------
+
+_HOLDER = ("import sys, time\nfrom wgangp_fast.trainer import lock_output_folder\n"
+           "lock = lock_output_folder(sys.argv[1])\nprint('locked', flush=True)\n"
+           "time.sleep(600)\n")
+
+
+def _subprocess_env():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", "")), root
+
+
+def test_a_second_run_on_a_locked_folder_is_refused_with_the_holders_pid(tmp_path):
+    import subprocess
+    import sys
+
+    env, root = _subprocess_env()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], env=env, cwd=root,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        t = WGANGPTrainer(small(out_dir=str(tmp_path)))
+        with pytest.raises(trainer_mod.OutputFolderError) as info:
+            t.train()
+        message = str(info.value)
+        assert f"--out {tmp_path} is in use by another wgangp-fast run (pid {holder.pid} on" \
+               in message and "another output folder (--out)" in message
+        assert t.step == 0 and not (tmp_path / "checkpoint.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel released the dead holder's lock: the folder is usable again
+    t.train()
+    assert t.step == 3
+
+
+def test_a_dead_runs_lock_and_temporaries_are_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    pid = int(dead.stdout)
+    (tmp_path / trainer_mod.LOCK_NAME).write_text(f"{pid} somehost 0\n")
+    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"torn")
+    (tmp_path / "other.tmp").write_bytes(b"not ours")
+    with trainer_mod.lock_output_folder(str(tmp_path)) as lock:
+        assert lock.stale_holder == f"pid {pid} on somehost"
+        assert lock.removed == [".checkpoint.pt.abc123.tmp"]
+        text = (tmp_path / trainer_mod.LOCK_NAME).read_text()
+        assert text.split()[0] == str(os.getpid())
+        with trainer_mod.lock_output_folder(str(tmp_path)) as again:  # re-entrant
+            assert again.stale_holder == "" and again.removed == []
+        assert (tmp_path / trainer_mod.LOCK_NAME).exists()
+    assert sorted(os.listdir(tmp_path)) == ["other.tmp"]
+
+
+def test_the_pid_file_lock_without_flock(tmp_path, monkeypatch):
+    # where fcntl is missing (Windows) the lock is an O_EXCL pid file, judged by its pid
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(trainer_mod, "fcntl", None)
+    lock_file = tmp_path / trainer_mod.LOCK_NAME
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        lock_file.write_text(f"{alive.pid} otherhost 0\n")
+        with pytest.raises(trainer_mod.OutputFolderError,
+                           match=f"in use by another wgangp-fast run \\(pid {alive.pid} on "
+                                 f"otherhost\\)"):
+            trainer_mod.lock_output_folder(str(tmp_path))
+    finally:
+        alive.kill()
+        alive.wait()
+    with trainer_mod.lock_output_folder(str(tmp_path)) as lock:
+        assert lock.stale_holder == f"pid {alive.pid} on otherhost"
+        assert lock_file.read_text().split()[0] == str(os.getpid())
+    assert not lock_file.exists()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional
 
+import numpy as np
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -45,9 +47,31 @@ def pair(real, fake) -> None:
         )
 
 
+def _is_bool(x) -> bool:
+    return isinstance(x, (bool, np.bool_))
+
+
+def integer(name: str, x) -> int:
+    """A Python int from an int or any integral number (numpy's included), never a bool."""
+    if type(x) is int:
+        return x
+    if _is_bool(x) or not isinstance(x, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {x!r} ({type(x).__name__})")
+    return int(x)
+
+
+def flag(name: str, x) -> bool:
+    """A Python bool from a bool or a numpy bool."""
+    if not _is_bool(x):
+        raise TypeError(f"{name} must be a bool (True or False), got {x!r} ({type(x).__name__})")
+    return bool(x)
+
+
 def pac(pac_value, n: int, name: str = "real") -> int:
-    if isinstance(pac_value, bool) or not isinstance(pac_value, int):
-        raise TypeError(f"pac must be a positive int, got {pac_value!r}")
+    if type(pac_value) is not int:
+        if _is_bool(pac_value) or not isinstance(pac_value, numbers.Integral):
+            raise TypeError(f"pac must be a positive int, got {pac_value!r}")
+        pac_value = int(pac_value)
     if pac_value < 1:
         raise ValueError(f"pac must be at least 1, got {pac_value}")
     if n % pac_value != 0:
@@ -74,13 +98,21 @@ def group_vector(name: str, v, m: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def finite(name: str, x, *, minimum: Optional[float] = None, positive: bool = False) -> float:
+    """A finite Python float from a number (numpy's included) or a one-element tensor that does
+    not require grad: the value becomes a constant of the op, so a gradient asked of it would be
+    silently lost."""
     # A plain float (the common case, once per op call) skips the type conversions.
     if type(x) is not float:
         if isinstance(x, torch.Tensor):
             if x.numel() != 1:
                 raise TypeError(f"{name} must be a number, got a tensor of shape {list(x.shape)}")
+            if x.requires_grad:
+                raise TypeError(
+                    f"{name} is a tensor that requires grad, but the op takes {name} as a "
+                    f"constant and no gradient would reach it: pass a number, or "
+                    f"{name}.detach() if no gradient is wanted")
             x = x.item()
-        if isinstance(x, bool) or not isinstance(x, (int, float)):
+        if _is_bool(x) or not isinstance(x, numbers.Real):
             raise TypeError(f"{name} must be a number, got {x!r}")
         x = float(x)
     if not math.isfinite(x):
@@ -92,7 +124,24 @@ def finite(name: str, x, *, minimum: Optional[float] = None, positive: bool = Fa
     return x
 
 
+def scale_tensor(name: str, t: torch.Tensor) -> torch.Tensor:
+    """A one-element floating-point tensor that requires grad, as a 0-d tensor: the op multiplies
+    its result by it, so the gradient reaches it (d out / d scale = out / scale)."""
+    if t.numel() != 1:
+        raise TypeError(f"{name} must be a number or a one-element tensor, got a tensor of shape "
+                        f"{list(t.shape)}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    value = t.detach().item()
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return t.reshape(())
+
+
 def reduction(value) -> int:
+    if not isinstance(value, str):
+        raise TypeError(f"reduction must be a str, one of 'mean', 'sum', 'none', got {value!r} "
+                        f"({type(value).__name__})")
     if value not in REDUCTIONS:
         raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {value!r}")
     return REDUCTIONS[value]

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import sys
@@ -58,8 +60,33 @@ _non_negative_float = _checked(float, lambda v: v >= 0 and v != float("inf"),
                                "a finite number >= 0")
 
 
+def _missing_extras(args: argparse.Namespace, dataset: str | None) -> str:
+    """'' when every optional package this run needs imports, else an error naming them (checked
+    before training: the pictures and metrics need them after it)."""
+    needs = [("matplotlib", "the pictures samples.png and curves.png"),
+             ("scipy", "the metrics: exact W1 by optimal assignment, Frechet distance")]
+    if not args.no_progress:
+        needs.append(("tqdm", "the progress bar, or pass --no-progress"))
+    if dataset == "digits":
+        needs.append(("sklearn", "the bundled digits and their classifier metrics"))
+    missing = [f"{module} ({why})" for module, why in needs
+               if importlib.util.find_spec(module) is None]
+    if not missing:
+        return ""
+    return ("wgangp-fast train needs optional packages that are not installed: "
+            + "; ".join(missing) + ". Install them with pip install 'wgangp_fast[train]'")
+
+
+def _rank_from_env() -> int:
+    try:
+        return int(os.environ.get("RANK") or 0)
+    except ValueError:
+        return 0  # distributed.setup reports the bad value by name
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import data
+    from .backends import BACKENDS
     from .trainer import LR_DECAYS, METHODS, MODELS, PENALTY_IMPLS, PRECISIONS
 
     parser = argparse.ArgumentParser(
@@ -120,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--seed", type=_non_negative_int)
     r = t.add_argument_group("run")
     r.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
-    r.add_argument("--backend", help="penalty backend: auto, cuda, triton, cpu, reference")
+    r.add_argument("--backend", choices=("auto",) + BACKENDS,
+                   help="penalty backend: auto (default), cuda, triton, cpu, reference")
     r.add_argument("--precision", choices=PRECISIONS,
                    help="fp32 (default), bf16 (autocast) or fp16 (autocast and GradScaler)")
     r.add_argument("--penalty-impl", choices=PENALTY_IMPLS,
@@ -184,7 +212,9 @@ def _train(args: argparse.Namespace) -> int:
     from . import distributed
 
     try:
-        return _train_run(args)
+        # what the run holds until it ends (the output folder's lock)
+        with contextlib.ExitStack() as held:
+            return _train_run(args, held)
     finally:
         # every rank reaches this point, so the barrier lets rank 0 finish writing its outputs
         # before the process group goes away
@@ -192,14 +222,32 @@ def _train(args: argparse.Namespace) -> int:
         distributed.cleanup()
 
 
-def _train_run(args: argparse.Namespace) -> int:
+def _last_good(ckpt: str) -> str:
+    """'last good checkpoint: PATH (step N)' where the checkpoint on disk passes the load
+    checks, else what is wrong with it."""
+    from .trainer import WGANGPTrainer
+
+    try:
+        step = WGANGPTrainer.read_checkpoint(ckpt)["step"]
+    except FileNotFoundError:
+        return "no checkpoint was written"
+    except ValueError as exc:
+        return f"no good checkpoint: {exc}"
+    return f"last good checkpoint: {ckpt} (step {step})"
+
+
+def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     import torch
 
     from .trainer import (
         CHECKPOINT_NAME,
+        CheckpointWriteError,
         NonFiniteLossError,
+        OutputFolderError,
+        TrainingInterrupted,
         WGANGPConfig,
         WGANGPTrainer,
+        lock_output_folder,
     )
 
     if args.threads:
@@ -207,14 +255,30 @@ def _train_run(args: argparse.Namespace) -> int:
     try:
         values = _overrides(args)
         dataset = values.get("dataset", "ring8")
+        missing = _missing_extras(args, None if args.resume else dataset)
+        if missing:
+            raise ValueError(missing)
         out = args.out or os.path.join("runs", dataset)
         if os.path.exists(out) and not os.path.isdir(out):
             raise ValueError(f"--out {out} exists and is not a folder")
         ckpt = os.path.join(out, CHECKPOINT_NAME)
+        if _rank_from_env() == 0:
+            # held for the whole run, outputs included: a second run on this folder would
+            # overwrite the checkpoint and outputs
+            lock = held.enter_context(lock_output_folder(out))
+            if lock.stale_holder:
+                print(f"note: took over the lock of an earlier run on {out} "
+                      f"({lock.stale_holder}, no longer running)", file=sys.stderr)
+            if lock.removed:
+                print(f"note: removed {len(lock.removed)} temporary checkpoint file(s) that an "
+                      f"interrupted write left in {out}", file=sys.stderr)
         if args.resume:
             if not os.path.isfile(ckpt):
                 raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
             saved = WGANGPTrainer.read_checkpoint(ckpt)["config"]
+            missing = _missing_extras(args, saved.get("dataset"))
+            if missing:
+                raise ValueError(missing)
             clash = sorted(k for k, v in values.items()
                            if k not in _RESUMABLE and saved.get(k) != v
                            and not (k == "categorical" and tuple(saved.get(k) or ()) == v))
@@ -232,7 +296,8 @@ def _train_run(args: argparse.Namespace) -> int:
                                               **{k: v for k, v in values.items()
                                                  if k != "dataset"})
             trainer = WGANGPTrainer(config)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+        trainer.check_output_folder(out)
+    except (ValueError, TypeError, FileNotFoundError, OutputFolderError) as exc:
         return _error(str(exc))
 
     cfg = trainer.config
@@ -252,9 +317,15 @@ def _train_run(args: argparse.Namespace) -> int:
         if not trainer.is_main_process:
             return 1
         print(f"wgangp-fast: {exc}", file=sys.stderr)
-        if os.path.isfile(ckpt):
-            print(f"last good checkpoint: {ckpt}", file=sys.stderr)
+        print(_last_good(ckpt), file=sys.stderr)
         return 1
+    except CheckpointWriteError as exc:
+        print(f"wgangp-fast: error: {exc}", file=sys.stderr)
+        print(_last_good(ckpt), file=sys.stderr)
+        return 1
+    except TrainingInterrupted as exc:
+        print(f"\nwgangp-fast: {exc}; continue with --resume", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print(f"\ninterrupted at step {trainer.step}; continue with --resume (from the last "
               f"checkpoint in {out})", file=sys.stderr)

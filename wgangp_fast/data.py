@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import gzip
 import math
+import numbers
 import os
 import struct
 from typing import Dict, List, Sequence, Tuple
@@ -160,8 +161,10 @@ def _to_unit_range(arr: np.ndarray, low: float, high: float) -> Tensor:
 def _resize(images: Tensor, image_size: int | None, name: str) -> Tensor:
     if image_size is None or images.shape[-1] == image_size == images.shape[-2]:
         return images
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+    if (isinstance(image_size, (bool, np.bool_)) or not isinstance(image_size, numbers.Integral)
+            or image_size < 1):
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    image_size = int(image_size)
     # Bilinear resize: how 28x28 MNIST or 8x8 digits reach a convolutional model's 32x32 input.
     out = torch.nn.functional.interpolate(images, size=(image_size, image_size), mode="bilinear",
                                           align_corners=False)
@@ -185,10 +188,23 @@ def _array_images(arr: np.ndarray, path: str) -> Tuple[np.ndarray, float, float]
     """[N, H, W], [N, C, H, W] or [N, H, W, C] (C in 1, 3, 4) -> [N, C, H, W] and value range."""
     if arr.dtype.kind not in "fiub":
         raise ValueError(f"{path}: expected a numeric image array, got dtype {arr.dtype}")
+    channels = (1, 3, 4)
     if arr.ndim == 3:
+        # the plots and the models would take it as N narrow images; refused before training
+        # rather than drawn wrongly after it
+        if arr.shape[2] in channels and arr.shape[2] != arr.shape[1]:
+            raise ValueError(f"{path}: shape {list(arr.shape)} reads as {arr.shape[0]} grayscale "
+                             f"images of {arr.shape[1]}x{arr.shape[2]} pixels; if it is one "
+                             f"colour image [H, W, C], save it as [1, H, W, C] (arr[None]), and "
+                             f"a set of images as [N, H, W], [N, C, H, W] or [N, H, W, C]")
         arr = arr[:, None]
     elif arr.ndim == 4:
-        if arr.shape[1] not in (1, 3, 4) and arr.shape[3] in (1, 3, 4):
+        if arr.shape[1] not in channels:
+            if arr.shape[3] not in channels:
+                raise ValueError(f"{path}: a 4-D image array needs its channels (1, 3 or 4) on "
+                                 f"axis 1 ([N, C, H, W]) or axis 3 ([N, H, W, C]), got shape "
+                                 f"{list(arr.shape)}; reorder the axes (e.g. with "
+                                 f"numpy.moveaxis) or save one channel per image")
             arr = arr.transpose(0, 3, 1, 2)
     else:
         raise ValueError(f"{path}: expected images of shape [N, H, W], [N, C, H, W] or "
@@ -326,18 +342,21 @@ class TabularDataset(TensorDataset):
             writer.writerows(self.decode_rows(x))
 
 
-def _is_number(s: str) -> bool:
+def _parse_number(s: str) -> float | None:
+    """float(s), or None where s is not a number; nan and inf parse (and are refused later)."""
     try:
-        return math.isfinite(float(s))
+        return float(s)
     except ValueError:
-        return False
+        return None
 
 
 def load_tabular_csv(path: str, categorical: Sequence[str] | None = None,
                      max_categories: int = 50) -> TabularDataset:
     """A CSV file with a header row. A column is numeric when every value parses as a finite
-    number (unless named in `categorical`), categorical otherwise. Empty cells in a numeric column
-    are an error (fill or drop missing values first)."""
+    number (unless named in `categorical`), categorical otherwise. Empty cells and non-finite
+    values (nan, inf) in a numeric column are an error naming the column and line (fill or drop
+    them first, or name the column in `categorical`): such a column is never re-typed as
+    categorical behind the user's back. A table needs at least 2 data rows."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"CSV file not found: {path}")
     try:
@@ -356,6 +375,10 @@ def load_tabular_csv(path: str, categorical: Sequence[str] | None = None,
     for i, r in enumerate(body, start=2):
         if len(r) != len(header):
             raise ValueError(f"{path}: line {i} has {len(r)} fields, the header has {len(header)}")
+    if len(body) == 1:
+        raise ValueError(f"{path}: the table has a single data row; a GAN learns the distribution "
+                         f"of many rows (and the metrics compare samples), so give it at least "
+                         f"2 data rows")
     forced = set(categorical or ())
     unknown = forced - set(header)
     if unknown:
@@ -367,12 +390,21 @@ def load_tabular_csv(path: str, categorical: Sequence[str] | None = None,
     for j, col in enumerate(header):
         values = [r[j].strip() for r in body]
         non_empty = [v for v in values if v != ""]
-        if col not in forced and non_empty and all(_is_number(v) for v in non_empty):
+        parsed = [_parse_number(v) for v in non_empty] if col not in forced else [None]
+        if non_empty and all(x is not None for x in parsed):
             if len(non_empty) != len(values):
                 line = values.index("") + 2
                 raise ValueError(f"{path}: numeric column {col!r} has an empty cell on line "
                                  f"{line}; fill or drop missing values first")
-            vals = np.array([float(v) for v in values])
+            bad = [i for i, x in enumerate(parsed) if not math.isfinite(x)]
+            if bad:
+                raise ValueError(
+                    f"{path}: numeric column {col!r} holds {values[bad[0]]!r} on line "
+                    f"{bad[0] + 2} ({len(bad)} non-finite value{'s' if len(bad) > 1 else ''} in "
+                    f"all); the model needs finite numbers: fill or drop those rows, or name the "
+                    f"column as categorical (--categorical {col}) to treat its values as "
+                    f"categories")
+            vals = np.array(parsed)
             mean, std = float(vals.mean()), float(vals.std())
             std = std if std > 0 else 1.0
             integer = all(float(v).is_integer() and "." not in v and "e" not in v.lower()

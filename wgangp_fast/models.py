@@ -15,8 +15,10 @@ LeakyReLU included (its backward is computed from its output, which stays availa
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -31,14 +33,19 @@ __all__ = [
 ]
 
 
+def _is_int(value) -> bool:
+    """An int or any integral number (numpy's included), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not _is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    return int(value)
 
 
 def _shape(name: str, shape) -> Tuple[int, ...]:
-    if isinstance(shape, int):
+    if _is_int(shape):
         shape = (shape,)
     try:
         shape = tuple(int(s) for s in shape)
@@ -58,11 +65,10 @@ def _hidden(name: str, hidden) -> Tuple[int, ...]:
 
 def _image_stages(image_size) -> int:
     """Stride-2 stages from image_size down to 4x4 (image_size a power of two, at least 8)."""
-    if (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8
-            or image_size & (image_size - 1)):
+    if not _is_int(image_size) or image_size < 8 or image_size & (image_size - 1):
         raise ValueError(f"image_size must be a power of two >= 8 (8, 16, 32, 64, ...), "
                          f"got {image_size!r}")
-    return int(math.log2(image_size)) - 2
+    return int(math.log2(int(image_size))) - 2
 
 
 def init_normal(module: nn.Module, std: float = 0.02) -> None:
@@ -165,6 +171,7 @@ class ConvCritic(nn.Module):
         self.channels = _positive_int("channels", channels)
         f = _positive_int("feature_maps", feature_maps)
         stages = _image_stages(image_size)
+        image_size = int(image_size)
         self.image_size = image_size
         layers = []
         c_in, size = self.channels, image_size
@@ -194,6 +201,7 @@ class ConvGenerator(nn.Module):
         self.channels = _positive_int("channels", channels)
         f = _positive_int("feature_maps", feature_maps)
         stages = _image_stages(image_size)
+        image_size = int(image_size)
         self.image_size = image_size
         c = f * 2 ** (stages - 1)
         layers = [nn.ConvTranspose2d(self.latent_dim, c, 4, 1, 0, bias=False),

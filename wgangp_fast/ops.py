@@ -261,10 +261,11 @@ def _penalty_backward_grad(ctx, gy):
     need = ctx.needs_input_grad
     d_grads = (g * c.reshape(-1, 1)).to(grads.dtype).reshape(grads.shape) if need[2] else None
     dc = (v * g).sum(1)
-    positive = n > 0
-    safe_n = torch.where(positive, n, torch.ones_like(n))
-    k = torch.where(positive, s2 / safe_n, torch.zeros_like(n))
-    dk = torch.where(positive, -s2 / (safe_n * safe_n), torch.zeros_like(n))
+    # n != 0 rather than n > 0: a NaN norm must give NaN here too (see penalty_coef).
+    nonzero = n != 0
+    safe_n = torch.where(nonzero, n, torch.ones_like(n))
+    k = torch.where(nonzero, s2 / safe_n, torch.zeros_like(n))
+    dk = torch.where(nonzero, -s2 / (safe_n * safe_n), torch.zeros_like(n))
     u = eager.excess(n, target, one_sided)
     du = (n - target > 0).to(acc) if one_sided else torch.ones_like(n)
     w = weight.reshape(-1).to(acc) if weight is not None else torch.ones_like(n)
@@ -403,6 +404,7 @@ def interpolate(real: Tensor, fake: Tensor, alpha: Optional[Tensor] = None, *, p
     """
     V.pair(real, fake)
     m = V.pac(pac, real.shape[0])
+    pac = int(pac)
     if alpha is None:
         alpha = torch.rand(m, device=real.device, generator=generator)
     else:
@@ -427,16 +429,24 @@ def gradient_norm_penalty(grads: Tensor, *, pac: int = 1, target: float = 1.0,
     """
     V.tensor("grads", grads)
     m = V.pac(pac, grads.shape[0], "grads")
+    pac = int(pac)
     target = V.finite("target", target, minimum=0.0)
     eps = V.finite("eps", eps, minimum=0.0)
     input_scale = V.finite("input_scale", input_scale, positive=True)
-    scale = V.finite("scale", scale)
-    if not isinstance(one_sided, bool):
-        raise TypeError(f"one_sided must be a bool, got {one_sided!r}")
+    # A scale that requires grad (a learned weight) multiplies the result outside the kernels,
+    # where autograd sees it; the penalty is linear in scale, so this is the same value.
+    scale_t = None
+    if isinstance(scale, Tensor) and scale.requires_grad:
+        scale_t, scale = V.scale_tensor("scale", scale), 1.0
+    else:
+        scale = V.finite("scale", scale)
+    one_sided = one_sided if type(one_sided) is bool else V.flag("one_sided", one_sided)
     red = V.reduction(reduction)
     if weight is not None:
         weight = V.group_vector("weight", weight, m, grads)
     name = backends.resolve(backend, grads.device)
     out, norms = _run(_penalty, _PenaltyFn, grads, weight, pac, target, one_sided, eps, input_scale,
                       red, scale, name)
+    if scale_t is not None:
+        out = out * scale_t.to(device=out.device, dtype=out.dtype)
     return (out, norms) if return_norms else out

@@ -24,20 +24,41 @@ def input_gradients(critic, x: Tensor, *inputs, scaler=None):
     recipe for gradient penalties). The mean matters: the scaler tunes S for mean-reduced losses,
     and a per-sample gradient of S itself overflows float16 at the default S = 2^16.
     """
+    if not torch.is_grad_enabled():
+        raise RuntimeError(
+            "the gradient penalty needs autograd (it differentiates the critic with respect to "
+            "its input), but it was called with gradients disabled (inside torch.no_grad() or "
+            "torch.inference_mode()): call it outside that block, or wrap the call in "
+            "torch.enable_grad()")
     if not x.requires_grad:
         x.requires_grad_(True)
     out = _first(critic(x, *inputs))
     if not isinstance(out, Tensor):
         raise TypeError(f"critic must return a Tensor (or a tuple whose first element is one), "
                         f"got {type(out).__name__}")
+    if not out.requires_grad:
+        raise RuntimeError(_unconnected("its output does not require grad"))
     if scaler is not None and scaler.is_enabled():
         n = x.shape[0]
         (grads,) = torch.autograd.grad(outputs=scaler.scale(out.float().sum() / n), inputs=x,
-                                       create_graph=True, retain_graph=True)
-        return out, grads, n / float(scaler.get_scale())
-    (grads,) = torch.autograd.grad(outputs=out, inputs=x, grad_outputs=torch.ones_like(out),
-                                   create_graph=True, retain_graph=True)
-    return out, grads, 1.0
+                                       create_graph=True, retain_graph=True, allow_unused=True)
+        factor = n / float(scaler.get_scale())
+    else:
+        (grads,) = torch.autograd.grad(outputs=out, inputs=x, grad_outputs=torch.ones_like(out),
+                                       create_graph=True, retain_graph=True, allow_unused=True)
+        factor = 1.0
+    if grads is None:
+        raise RuntimeError(_unconnected("its output does not depend on its input"))
+    return out, grads, factor
+
+
+def _unconnected(what: str) -> str:
+    # autograd's own message here ("Set allow_unused=True") suggests a fix that would make the
+    # penalty silently zero.
+    return (f"critic is not differentiable with respect to its input x: {what}, so the gradient "
+            f"penalty (a function of d critic(x) / dx) cannot be computed. Make the critic's "
+            f"forward use x through differentiable torch ops: no x.detach(), x.data, "
+            f"x.numpy() or torch.no_grad() on the path from x to the output")
 
 
 KINDS = ("wgan-gp", "wgan-lp", "r1", "r2", "dragan")

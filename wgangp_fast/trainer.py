@@ -34,7 +34,10 @@ Scale and precision:
 Checkpoints are atomic (temporary file in the same folder, fsync, os.replace), load with
 `torch.load(weights_only=True)` and hold everything needed to resume bit for bit: both models, both
 optimisers, the RNG states (torch CPU and CUDA, numpy, python `random`, the data sampler) and the
-step counters.
+step counters. They are checked on load (our format, finite weights and optimiser state, data
+that fits the models) and never replaced by a non-finite state. A run with an output folder locks
+it (lock_output_folder), checks it for space, writes the starting state's checkpoint before the
+first step and, on SIGINT or SIGTERM, stops after the current step with a checkpoint of it.
 """
 
 from __future__ import annotations
@@ -43,21 +46,31 @@ import contextlib
 import copy
 import csv
 import dataclasses
+import errno
 import json
 import math
 import os
 import random
+import shutil
+import signal
+import socket
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
+
+try:
+    import fcntl
+except ImportError:  # Windows: the lock falls back to a pid file
+    fcntl = None
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import backends, distributed, reference
 from . import data as data_mod
-from . import distributed, reference
 from . import metrics as metrics_mod
 from .models import ConvCritic, ConvGenerator, MLPCritic, MLPGenerator, PacCritic, TabularGenerator
 from .penalty import gradient_penalty
@@ -65,10 +78,16 @@ from .penalty import gradient_penalty
 __all__ = [
     "CHECKPOINT_NAME",
     "DATASET_PRESETS",
+    "CheckpointError",
+    "CheckpointWriteError",
     "NonFiniteLossError",
+    "OutputFolderError",
+    "TrainingInterrupted",
     "WGANGPConfig",
     "WGANGPTrainer",
     "atomic_save",
+    "check_checkpoint",
+    "lock_output_folder",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -112,6 +131,30 @@ DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
     "digits": {"steps": 3000, "batch_size": 64, "hidden_dim": 128},
     "csv": {"steps": 1000, "batch_size": 500, "pac": 10, "model": "pac"},
 }
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot continue a run: not ours, damaged, or holding NaN/inf."""
+
+
+class CheckpointWriteError(OSError):
+    """The checkpoint could not be written (no space left, no permission); the previous one, if
+    any, is untouched."""
+
+
+class OutputFolderError(RuntimeError):
+    """The output folder cannot take this run: in use by another run, not writable, or short of
+    space for a checkpoint."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run between two steps, after a checkpoint of that step."""
+
+    def __init__(self, step: int, signum: int, checkpoint: str | None) -> None:
+        self.step, self.signum, self.checkpoint = step, signum, checkpoint
+        name = signal.Signals(signum).name
+        where = f"; checkpoint saved to {checkpoint}" if checkpoint else ""
+        super().__init__(f"{name} stopped the run after step {step}{where}")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -191,6 +234,13 @@ class WGANGPConfig:
         return d
 
     def validate(self) -> WGANGPConfig:
+        # numpy scalars (np.int64 from a sweep, say) become Python ones: accepted like them, and
+        # the checkpoint's config stays loadable with weights_only=True
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.generic):
+                setattr(self, f.name, value.item())
+
         def choice(name, allowed):
             value = getattr(self, name)
             if value not in allowed:
@@ -214,6 +264,7 @@ class WGANGPConfig:
         choice("penalty_impl", PENALTY_IMPLS)
         choice("lr_decay", LR_DECAYS)
         choice("precision", PRECISIONS)
+        choice("backend", ("auto",) + backends.BACKENDS)
         integer("gp_every", 1)
         if self.gp_every > 1 and self.method not in PENALTY_KINDS:
             raise ValueError(f"gp_every > 1 (lazy regularisation) needs a penalty method "
@@ -266,22 +317,55 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The first OSError with an errno in the chain of `exc`: torch.save reports a full disk as a
+    RuntimeError ("unexpected pos ...") raised while handling the OSError that says so."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _free_bytes(folder: str) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2 ** 20:.1f} MB"
+
+
 def atomic_save(obj: Any, path: str) -> None:
     """torch.save to a temporary file in the same folder, fsync, then os.replace onto `path`:
-    a crash at any point leaves either the old file or the new one, never a torn one."""
+    a crash at any point leaves either the old file or the new one, never a torn one.
+
+    A write that fails for want of space or permission raises CheckpointWriteError, which says
+    so in its first line (torch's own error for a full disk is an "unexpected pos" two chained
+    exceptions above the "No space left on device")."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=folder)
+    except OSError as exc:
+        raise _write_error(path, exc, exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        cause = _os_error_in(exc)
+        if cause is not None:
+            raise _write_error(path, cause, exc) from None
         raise
     with contextlib.suppress(OSError):
         dir_fd = os.open(folder, os.O_RDONLY)
@@ -289,6 +373,253 @@ def atomic_save(obj: Any, path: str) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _write_error(path: str, cause: OSError, exc: BaseException) -> CheckpointWriteError:
+    folder = os.path.dirname(os.path.abspath(path))
+    kept = "the previous checkpoint is kept" if os.path.isfile(path) else "no checkpoint written"
+    reason = cause.strerror or str(cause)
+    if cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = _free_bytes(folder)
+        shown = f", {_mb(free)} free" if free is not None else ""
+        fix = "free some space or choose another output folder (--out)"
+        reason = f"{reason} (the filesystem of {folder}{shown})"
+    else:
+        fix = "check the output folder's permissions, or choose another (--out)"
+    return CheckpointWriteError(cause.errno, f"cannot write the checkpoint {path}: {reason}; "
+                                             f"{kept}: {fix}")
+
+
+LOCK_NAME = ".wgangp-fast.lock"
+# locks this process holds: real path of the folder -> [lock file descriptor, count, whether
+# the lock created the folder]
+_HELD_LOCKS: Dict[str, List[Any]] = {}
+
+
+def _lock_holder(text: str) -> str:
+    fields = text.split()
+    if len(fields) >= 2:
+        return f"pid {fields[0]} on {fields[1]}"
+    return "a process whose pid the lock file does not say"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _in_use(folder: str, holder: str) -> OutputFolderError:
+    return OutputFolderError(
+        f"--out {folder} is in use by another wgangp-fast run ({holder}): two runs on one folder "
+        f"would overwrite each other's checkpoint and outputs. Wait for that run to end (or stop "
+        f"it), or give this run another output folder (--out)")
+
+
+def _read_lock(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 4096).decode("utf-8", "replace")
+
+
+def _take_lock(folder: str, path: str) -> Tuple[int, str]:
+    """An open, locked lock file in `folder` and what it said before (a dead holder's pid)."""
+    dead = ""
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | (0 if fcntl else os.O_EXCL), 0o644)
+        except FileExistsError:  # the pid-file fallback
+            with open(path) as f:
+                text = f.read()
+            fields = text.split()
+            pid = int(fields[0]) if fields and fields[0].isdigit() else None
+            if pid is not None and pid != os.getpid() and _pid_alive(pid):
+                raise _in_use(folder, _lock_holder(text)) from None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            dead = text
+            continue
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                text = _read_lock(fd)
+                os.close(fd)
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                    raise _in_use(folder, _lock_holder(text)) from None
+                raise
+            # the holder removes the file when it ends: a lock on a file no longer at `path`
+            # guards nothing, so start again
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+        before = _read_lock(fd) or dead
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()} {time.time():.0f}\n".encode())
+        return fd, before
+    raise OutputFolderError(f"--out {folder}: could not take the lock {path} (it keeps being "
+                            f"replaced)")
+
+
+def _remove_stale_temporaries(folder: str) -> List[str]:
+    """Temporary checkpoint files that a killed write left behind (atomic_save's own are removed
+    when the write fails; a SIGKILL leaves them). Only called with the folder's lock held, so
+    no live run of ours is writing them."""
+    prefix = "." + CHECKPOINT_NAME + "."
+    removed = []
+    for name in os.listdir(folder):
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, name))
+                removed.append(name)
+    return removed
+
+
+class _FolderLock:
+    """What lock_output_folder returns: which stale lock it took over and which stale temporary
+    files it removed (both empty for a clean folder)."""
+
+    def __init__(self, folder: str, key: str, stale_holder: str, removed: List[str]) -> None:
+        self.folder, self._key = folder, key
+        self.stale_holder, self.removed = stale_holder, removed
+        self._released = False
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        entry = _HELD_LOCKS.get(self._key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _HELD_LOCKS[self._key]
+            # removed before it is unlocked, so a run that opens it meanwhile sees it gone
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self._key, LOCK_NAME))
+            os.close(entry[0])
+            if entry[2]:
+                # a run refused at start leaves no empty folder behind (rmdir only removes an
+                # empty one)
+                with contextlib.suppress(OSError):
+                    os.rmdir(self._key)
+
+    def __enter__(self) -> _FolderLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock_output_folder(folder: str) -> _FolderLock:
+    """Lock `folder` for this run (re-entrant within a process): creates the folder, checks that
+    it is writable, refuses a folder another live run holds (naming its pid), takes over the lock
+    of a run that died, and removes the temporary files of checkpoint writes that a kill
+    interrupted. Use as a context manager, or call .release().
+
+    The lock is an flock on `folder/.wgangp-fast.lock`, which also holds the holder's pid and
+    host: the kernel drops it when the holder dies, even by SIGKILL, so a stale lock never
+    blocks a new run."""
+    created = not os.path.exists(folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OutputFolderError(f"--out {folder}: cannot create the output folder "
+                                f"({exc.strerror or exc}): choose a folder you can write to") \
+            from None
+    if not os.path.isdir(folder):
+        raise OutputFolderError(f"--out {folder} exists and is not a folder")
+    key = os.path.realpath(folder)
+    entry = _HELD_LOCKS.get(key)
+    if entry is not None:
+        entry[1] += 1
+        return _FolderLock(folder, key, "", [])
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputFolderError(f"--out {folder}: the folder is not writable by this user: fix "
+                                f"its permissions or choose another output folder (--out)")
+    try:
+        fd, before = _take_lock(folder, os.path.join(key, LOCK_NAME))
+    except OSError as exc:
+        raise OutputFolderError(f"--out {folder}: cannot write in the output folder "
+                                f"({exc.strerror or exc}): fix its permissions or free space, "
+                                f"or choose another output folder (--out)") from None
+    _HELD_LOCKS[key] = [fd, 1, created]
+    stale = _lock_holder(before) if before.split() and before.split()[0] != str(os.getpid()) \
+        else ""
+    return _FolderLock(folder, key, stale, _remove_stale_temporaries(key))
+
+
+def _non_finite(tensors, where: str) -> List[str]:
+    """Names of the floating-point tensors in a (nested) dict or list that hold NaN or inf."""
+    bad = []
+    if isinstance(tensors, Tensor):
+        if tensors.is_floating_point() and not torch.isfinite(tensors).all():
+            bad.append(where)
+    elif isinstance(tensors, dict):
+        for k, v in tensors.items():
+            bad += _non_finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(tensors, (list, tuple)):
+        for i, v in enumerate(tensors):
+            bad += _non_finite(v, f"{where}[{i}]")
+    return bad
+
+
+# what a checkpoint must hold, and the type of each entry
+_CHECKPOINT_KEYS = {
+    "format": int, "config": dict, "step": int, "critic_iters": int, "generator": dict,
+    "critic": dict, "optimizer_g": dict, "optimizer_c": dict, "sampler": dict, "rng": dict,
+    "fixed_noise": Tensor, "history": dict,
+}
+# the entries that hold the state a resumed run computes with: NaN or inf in any is fatal
+_FINITE_PARTS = ("generator", "critic", "generator_ema", "optimizer_g", "optimizer_c",
+                 "fixed_noise")
+
+
+def check_checkpoint(state: Any, path: str = "checkpoint") -> Dict[str, Any]:
+    """`state` if it is a checkpoint this trainer wrote and can continue from, else a
+    CheckpointError that says what is wrong with it: not our format (another file, a bare
+    tensor or state_dict), or NaN/inf in the weights or optimiser state."""
+    fix = ("resume from the checkpoint.pt that `wgangp-fast train` (WGANGPTrainer) wrote in its "
+           "output folder, or start a new run without --resume")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a wgangp_fast checkpoint (it holds a "
+                              f"{type(state).__name__}, not the dict WGANGPTrainer.save_checkpoint "
+                              f"writes): {fix}")
+    missing = [k for k in _CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a wgangp_fast checkpoint (a dict without "
+                              f"{', '.join(missing)}): {fix}")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {state['format']!r} is not supported "
+                              f"(expected {CHECKPOINT_FORMAT}): {fix}")
+    wrong = [f"{k} is a {type(state[k]).__name__}, expected {t.__name__}"
+             for k, t in _CHECKPOINT_KEYS.items()
+             if not isinstance(state[k], t) or (t is int and isinstance(state[k], bool))]
+    history = state["history"]
+    if not wrong and not all(isinstance(history.get(k), Tensor) and len(history[k]) == state["step"]
+                             for k in HISTORY_KEYS):
+        wrong.append(f"history does not hold {', '.join(HISTORY_KEYS)} with one value per step "
+                     f"({state['step']})")
+    if wrong:
+        raise CheckpointError(f"{path}: a damaged or foreign checkpoint ({'; '.join(wrong)}): "
+                              f"{fix}")
+    bad = []
+    for part in _FINITE_PARTS:
+        bad += _non_finite(state.get(part), part)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CheckpointError(f"{path}: the checkpoint holds NaN or infinite values ({shown}), "
+                              f"so a run resumed from it cannot recover: start a new run without "
+                              f"--resume, or resume from an earlier copy of the checkpoint")
+    return state
 
 
 def _rng_state() -> Dict[str, Any]:
@@ -367,6 +698,8 @@ class WGANGPTrainer:
             categorical=cfg.categorical)
         self.model_kind = self._model_kind()
         self.generator, self.critic = self._build_models()
+        self._check_batch_norm_batch()
+        self._check_backend()
         self.generator.to(self.device)
         self.critic.to(self.device)
         self.optimizer_g, self.optimizer_c = self._build_optimizers()
@@ -392,6 +725,8 @@ class WGANGPTrainer:
         # the penalty of the last regularised critic step, in its own units (not times gp_every)
         self._last_gp = torch.zeros((), device=self.device)
         self._last_gp_skipped = False
+        # (real path, step) of the checkpoint on disk that holds this exact state, if any
+        self._saved_at: Tuple[str, int] | None = None
 
     # -- construction ------------------------------------------------------------------------
 
@@ -429,6 +764,34 @@ class WGANGPTrainer:
         else:
             critic = MLPCritic(ds.shape, cfg.hidden_dim, spectral_norm=sn)
         return gen, critic
+
+    def _check_batch_norm_batch(self) -> None:
+        """BatchNorm in training mode needs two samples per batch; a batch of one would fail at
+        the first generator call, so it is refused here, before any training."""
+        cfg = self.config
+        if cfg.batch_size >= 2 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                          for m in self.generator.modules()):
+            return
+        fix = ("use batch_size >= 2 (--batch 2)" + (
+            ", or a generator without BatchNorm (generator_batchnorm=False, "
+            "--no-generator-batchnorm)" if isinstance(self.generator, MLPGenerator) else ""))
+        raise ValueError(f"batch_size {cfg.batch_size} is too small for the "
+                         f"{type(self.generator).__name__}'s BatchNorm layers, which need at "
+                         f"least 2 samples per batch in training: {fix}")
+
+    def _check_backend(self) -> None:
+        """The penalty backend must run on this run's device: checked now, not at the first
+        critic step."""
+        cfg = self.config
+        if cfg.method not in PENALTY_KINDS or cfg.penalty_impl != "fused":
+            return
+        try:
+            backends.resolve(cfg.backend, self.device)
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"backend {cfg.backend!r} (--backend) cannot compute the penalty on "
+                             f"{self.device}: {exc}. Available here: "
+                             f"{', '.join(backends.available_backends())}; "
+                             f"'auto' picks one") from None
 
     def _build_ema(self) -> nn.Module | None:
         """The averaged generator of ema_decay > 0: a frozen copy, always in eval mode."""
@@ -668,34 +1031,109 @@ class WGANGPTrainer:
         folder = out_dir or self.config.out_dir
         return os.path.join(folder, CHECKPOINT_NAME) if folder else None
 
+    def checkpoint_bytes(self, steps: int | None = None) -> int:
+        """About how large the checkpoint grows by `steps` (default config.steps): the weights,
+        two optimiser moments per parameter, the averaged generator, the history and room for
+        the rest. An upper estimate, for the free-space check."""
+        def size(module):
+            if module is None:
+                return 0
+            return sum(t.numel() * t.element_size()
+                       for t in list(module.parameters()) + list(module.buffers()))
+
+        total = self.config.steps if steps is None else int(steps)
+        weights = size(self.generator) + size(self.critic)
+        return (3 * weights + size(self.generator_ema) + len(HISTORY_KEYS) * 8 * total
+                + 2 ** 20)
+
+    def check_output_folder(self, folder: str | None = None, steps: int | None = None) -> None:
+        """Before training: the output folder exists, is writable and has room for a checkpoint
+        (and its temporary copy while it is replaced). OutputFolderError otherwise."""
+        folder = folder or self.config.out_dir
+        if not folder or not self.is_main_process:
+            return
+        with lock_output_folder(folder):
+            need = self.checkpoint_bytes(steps)
+            free = _free_bytes(folder)
+            if free is not None and free < need:
+                raise OutputFolderError(
+                    f"--out {folder}: {_mb(free)} free on its filesystem, but a checkpoint of "
+                    f"this run needs about {_mb(need)}: free some space or choose another output "
+                    f"folder (--out)")
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self, enabled: bool):
+        """SIGINT and SIGTERM ask the loop to stop after the current step (with a checkpoint);
+        a second one stops at once, as without this handler. Only in the main thread of a
+        single-process run: a distributed run's ranks would reach the collective save at
+        different steps."""
+        stop = {"signum": None}
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            yield stop
+            return
+        previous = {}
+
+        def handler(signum, frame):
+            if stop["signum"] is not None:
+                raise KeyboardInterrupt
+            stop["signum"] = signum
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        try:
+            yield stop
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def _checkpoint_if_new(self, ckpt: str) -> None:
+        if self._saved_at != (os.path.realpath(ckpt), self.step):
+            self.save_checkpoint(ckpt)
+
     def train(self, steps: int | None = None, *, progress: bool = False) -> Dict[str, List[float]]:
         """Train until `steps` generator steps in total (default config.steps), checkpointing
-        every config.checkpoint_every steps and at the end when config.out_dir is set."""
+        every config.checkpoint_every steps and at the end when config.out_dir is set.
+
+        With an out_dir, before the first step: the folder is locked against other runs
+        (lock_output_folder), checked for space, and given a checkpoint of the starting state;
+        SIGINT or SIGTERM then stop the run after the current step with a checkpoint of it
+        (TrainingInterrupted)."""
         total = self.config.steps if steps is None else int(steps)
         ckpt = self.checkpoint_path()
         every = self.config.checkpoint_every
+        lock = (lock_output_folder(self.config.out_dir) if ckpt and self.is_main_process
+                else contextlib.nullcontext())
         bar = None
-        if progress and self.is_main_process:
-            from tqdm.auto import tqdm
+        with lock:
+            if ckpt:
+                self.check_output_folder(steps=total)
+                self._checkpoint_if_new(ckpt)
+            if progress and self.is_main_process:
+                from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, initial=min(self.step, total), unit="step", dynamic_ncols=True)
-        try:
-            while self.step < total:
-                start = time.perf_counter()
-                record = self.train_step()
-                self.train_seconds += time.perf_counter() - start
-                if ckpt and every and self.step % every == 0 and self.step < total:
-                    self.save_checkpoint(ckpt)
+                bar = tqdm(total=total, initial=min(self.step, total), unit="step",
+                           dynamic_ncols=True)
+            try:
+                with self._stop_on_signals(bool(ckpt) and not self.dist.enabled) as stop:
+                    while self.step < total:
+                        start = time.perf_counter()
+                        record = self.train_step()
+                        self.train_seconds += time.perf_counter() - start
+                        if ckpt and every and self.step % every == 0 and self.step < total:
+                            self.save_checkpoint(ckpt)
+                        if bar is not None:
+                            bar.update(1)
+                            if self.step % 10 == 0 or self.step == total:
+                                bar.set_postfix(W=f"{record['wasserstein']:.4f}",
+                                                GP=f"{record['gp']:.4f}", refresh=False)
+                        if stop["signum"] is not None:
+                            self._checkpoint_if_new(ckpt)
+                            raise TrainingInterrupted(self.step, stop["signum"], ckpt)
+            finally:
                 if bar is not None:
-                    bar.update(1)
-                    if self.step % 10 == 0 or self.step == total:
-                        bar.set_postfix(W=f"{record['wasserstein']:.4f}",
-                                        GP=f"{record['gp']:.4f}", refresh=False)
-        finally:
-            if bar is not None:
-                bar.close()
-        if ckpt:
-            self.save_checkpoint(ckpt)
+                    bar.close()
+            if ckpt:
+                self._checkpoint_if_new(ckpt)
         return self.history
 
     @torch.no_grad()
@@ -725,13 +1163,72 @@ class WGANGPTrainer:
     # -- checkpoints -------------------------------------------------------------------------
 
     def _state_is_finite(self) -> bool:
+        """Weights, buffers and optimiser state (Adam's moments included) all finite: a NaN in a
+        moment is as fatal to a resumed run as one in a weight."""
         for module in (self.generator, self.critic, self.generator_ema):
             if module is None:
                 continue
             for t in list(module.parameters()) + list(module.buffers()):
                 if t.is_floating_point() and not torch.isfinite(t).all():
                     return False
+        for opt in (self.optimizer_g, self.optimizer_c):
+            for per_param in opt.state.values():
+                for t in per_param.values():
+                    if isinstance(t, Tensor) and t.is_floating_point() \
+                            and not torch.isfinite(t).all():
+                        return False
         return True
+
+    def _data_signature(self) -> Dict[str, Any]:
+        """What the models were built for: the sample shape and, for tables, the columns and
+        their categories (a category added to a CSV column changes the one-hot width)."""
+        sig: Dict[str, Any] = {"shape": list(self.dataset.shape)}
+        if isinstance(self.dataset, data_mod.TabularDataset):
+            sig["columns"] = list(self.dataset.columns)
+            sig["categories"] = {k: list(v) for k, v in self.dataset.categories.items()}
+        return sig
+
+    def _check_data_matches(self, state: Dict[str, Any]) -> None:
+        """The data and settings of this trainer build models of the checkpoint's shapes; a
+        clear error naming what changed otherwise (instead of load_state_dict's size mismatch)."""
+        cfg = self.config
+        source = f"the data ({cfg.data_path})" if cfg.data_path else f"dataset {cfg.dataset!r}"
+        fix = ("resume with the data the run started with, or start a new run on this data "
+               "without --resume")
+        saved, own = state.get("data"), self._data_signature()
+        if isinstance(saved, dict):
+            if "categories" in saved and "categories" in own:
+                if saved.get("columns") != own["columns"]:
+                    raise CheckpointError(f"{source} no longer matches the checkpoint: its "
+                                          f"columns were {saved.get('columns')} and are now "
+                                          f"{own['columns']}; {fix}")
+                for col, cats in own["categories"].items():
+                    old = saved["categories"].get(col)
+                    if old != cats:
+                        added = sorted(set(cats) - set(old or ()))
+                        removed = sorted(set(old or ()) - set(cats))
+                        raise CheckpointError(
+                            f"{source} no longer matches the checkpoint: column {col!r} had "
+                            f"the categories {old} and now has {cats} (added {added}, removed "
+                            f"{removed}), which changes the models' input and output width; "
+                            f"{fix}")
+            if saved.get("shape") != own["shape"]:
+                raise CheckpointError(f"{source} no longer matches the checkpoint: a sample had "
+                                      f"shape {saved.get('shape')} and now has {own['shape']}; "
+                                      f"{fix}")
+        # checkpoints without a signature, and settings that change the models: by the weights
+        for name, module in (("generator", self.generator), ("critic", self.critic)):
+            mine = module.state_dict()
+            theirs = state[name]
+            for key in sorted(set(mine) | set(theirs)):
+                a, b = mine.get(key), theirs.get(key)
+                if a is None or b is None or tuple(a.shape) != tuple(b.shape):
+                    shown = lambda t: "absent" if t is None else list(t.shape)  # noqa: E731
+                    raise CheckpointError(
+                        f"the checkpoint's {name} does not fit the model that {source} and "
+                        f"these settings build: {key} is {shown(b)} in the checkpoint and "
+                        f"{shown(a)} here (did the data change since the checkpoint was "
+                        f"written?); {fix}")
 
     def state_dict(self) -> Dict[str, Any]:
         """The whole training state. In a distributed run every rank must call it (it gathers
@@ -756,6 +1253,7 @@ class WGANGPTrainer:
             "ranks": ranks,
             "last_gp": float(self._last_gp),
             "amp_skipped_steps": self.amp_skipped_steps,
+            "data": self._data_signature(),
         }
         if self.generator_ema is not None:
             state["generator_ema"] = self.generator_ema.state_dict()
@@ -764,10 +1262,11 @@ class WGANGPTrainer:
             state["scaler_g"] = self.scaler_g.state_dict()
         return state
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint format {state.get('format')!r} is not supported "
-                             f"(expected {CHECKPOINT_FORMAT})")
+    def load_state_dict(self, state: Dict[str, Any], path: str = "the checkpoint") -> None:
+        """Restore a checkpoint's state; it is checked first (check_checkpoint, and against the
+        models this trainer's data builds), so a refused one changes nothing."""
+        check_checkpoint(state, path)
+        self._check_data_matches(state)
         self.generator.load_state_dict(state["generator"])
         self.critic.load_state_dict(state["critic"])
         if self.generator_ema is not None:
@@ -802,8 +1301,9 @@ class WGANGPTrainer:
                 distributed.derive_seed(seed * 1009 + 17, self.rank, self.step))
 
     def save_checkpoint(self, path: str) -> None:
-        """Write the whole training state atomically; refuses a state with NaN/inf weights.
-        Collective in a distributed run: every rank calls it, rank 0 writes."""
+        """Write the whole training state atomically; refuses a state with NaN/inf weights or
+        optimiser state, so a good checkpoint is never replaced by a broken one. Collective in a
+        distributed run: every rank calls it, rank 0 writes."""
         # the weights are identical on every rank, so every rank decides the same here
         if not self._state_is_finite():
             raise NonFiniteLossError(self.step, {"weights": float("nan")})
@@ -811,15 +1311,21 @@ class WGANGPTrainer:
         if self.is_main_process:
             atomic_save(state, path)
         distributed.barrier()
+        self._saved_at = (os.path.realpath(path), self.step)
 
     @staticmethod
-    def read_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
+    def read_checkpoint(path: str, map_location: Any = "cpu", *,
+                        check: bool = True) -> Dict[str, Any]:
+        """The checkpoint at `path`, checked by check_checkpoint (unless check=False): a file
+        that is not ours or holds NaN/inf is a CheckpointError (a ValueError) saying so."""
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint not found: {path}")
         try:
-            return torch.load(path, map_location=map_location, weights_only=True)
+            state = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as exc:
-            raise ValueError(f"{path}: not a readable wgangp_fast checkpoint ({exc})") from None
+            raise CheckpointError(f"{path}: not a readable wgangp_fast checkpoint ({exc})") \
+                from None
+        return check_checkpoint(state, path) if check else state
 
     @classmethod
     def from_checkpoint(cls, path: str, dataset: data_mod.Dataset | None = None,
@@ -832,10 +1338,15 @@ class WGANGPTrainer:
         if bad:
             raise ValueError(f"cannot change {', '.join(bad)} when resuming (only "
                              f"{', '.join(sorted(allowed))})")
-        cfg = WGANGPConfig.from_dict(state["config"])
+        try:
+            cfg = WGANGPConfig.from_dict(state["config"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: the checkpoint's config is not one this version "
+                                  f"can read ({exc})") from None
         cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
         trainer = cls(cfg, dataset=dataset)
-        trainer.load_state_dict(state)
+        trainer.load_state_dict(state, path)
+        trainer._saved_at = (os.path.realpath(path), trainer.step)
         return trainer
 
     # -- outputs -----------------------------------------------------------------------------

@@ -316,9 +316,10 @@ def _penalty_backward_kernel(
         a = g_phi * 2 * u
     if HAS_GRAD_NORMS:
         a = a + tl.load(grad_norms_ptr + rows, mask=row_mask, other=0).to(ACC)
-    positive = n > 0
-    # n == 0: the subgradient is 0 (torch.linalg.vector_norm's choice), never 0/0.
-    coef = tl.where(positive, _div(a * (s * s), tl.where(positive, n, 1.0), ACC), 0.0)
+    # n == 0: the subgradient is 0 (torch.linalg.vector_norm's choice), never 0/0. A NaN norm is
+    # not zero: its NaN coefficient reaches the whole group, as in eager autograd.
+    zero = n == 0
+    coef = tl.where(zero, 0.0, _div(a * (s * s), tl.where(zero, 1.0, n), ACC))
     coef = coef[:, None]
     grads_ptr += base
     d_grads_ptr += base

@@ -33,11 +33,13 @@ WGF_HD acc_t group_penalty(acc_t n, acc_t target, bool one_sided, acc_t w) {
 // The factor c_j with d grads[i] = c_j * grads[i] for every element i of group j.
 // g_phi is the upstream gradient of phi_j (scale and reduction factor folded in), g_norm the
 // upstream gradient of n_j (zero unless the norms output is used), s2 = input_scale^2.
-// Where n_j == 0 the subgradient is 0, as torch.linalg.vector_norm defines it: never NaN.
+// Where n_j == 0 the subgradient is 0, as torch.linalg.vector_norm defines it. A NaN norm (a NaN
+// among the group's gradients) is not zero and gives a NaN coefficient, so the NaN reaches every
+// element of the group, as it does in eager autograd: a test of `!(n > 0)` would hide it as 0.
 template <typename acc_t>
 WGF_HD acc_t penalty_backward_coef(acc_t g_phi, acc_t g_norm, acc_t n, acc_t target,
                                    bool one_sided, acc_t w, acc_t s2) {
-  if (!(n > acc_t(0))) return acc_t(0);
+  if (n == acc_t(0)) return acc_t(0);
   acc_t u = penalty_excess(n, target, one_sided);
   return (g_phi * w * acc_t(2) * u + g_norm) * s2 / n;
 }

@@ -150,13 +150,14 @@ def _resolve(backend, device: torch.device) -> str:
     if not isinstance(backend, str) or backend not in BACKENDS + ("auto",):
         raise ValueError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}, "
                          f"got {backend!r}")
+    from_env = False
     if backend == "auto":
         env = os.environ.get(ENV_VAR, "").strip()
         if env and env != "auto":
             if env not in BACKENDS:
                 raise ValueError(f"{ENV_VAR} must be one of 'auto', "
                                  f"{', '.join(map(repr, BACKENDS))}, got {env!r}")
-            backend = env
+            backend, from_env = env, True
     if backend == "auto":
         # On CUDA tensors the compiled kernels first: on an H100 (2026-11-22, `make gpu-check`)
         # they passed every GPU test and were as fast as triton at 1 GiB and up to 2x faster at
@@ -168,6 +169,10 @@ def _resolve(backend, device: torch.device) -> str:
         return "reference"
     why = _usable(backend, device)
     if why:
+        if from_env:
+            raise RuntimeError(f"{ENV_VAR}={backend} (from the environment) asks for a backend "
+                               f"that is unavailable: {why}; unset {ENV_VAR} (or set it to "
+                               f"auto) to let wgangp_fast choose")
         raise RuntimeError(f"backend={backend!r} is unavailable: {why}")
     return backend
 

@@ -59,7 +59,9 @@ def phi_grad(grad_out: Tensor, reduction: int, m: int, scale: float, dtype) -> T
 def penalty_coef(grad_out: Tensor, grad_norms: Optional[Tensor], norms: Tensor,
                  weight: Optional[Tensor], target: float, one_sided: bool, input_scale: float,
                  reduction: int, scale: float) -> Tensor:
-    """c_j with d grads = c_j * grads over group j; 0 where n_j == 0 (never NaN)."""
+    """c_j with d grads = c_j * grads over group j; 0 where n_j == 0 (not 0/0). A NaN norm gives
+    a NaN c_j, so a NaN in a group's gradients shows in all of its derivatives, as in eager
+    autograd (a `n > 0` mask would turn it into 0)."""
     m = norms.shape[0]
     n = norms
     g_phi = phi_grad(grad_out, reduction, m, scale, n.dtype)
@@ -68,9 +70,9 @@ def penalty_coef(grad_out: Tensor, grad_norms: Optional[Tensor], norms: Tensor,
         a = a * weight.to(n.dtype)
     if grad_norms is not None:
         a = a + grad_norms.to(n.dtype)
-    positive = n > 0
-    safe_n = torch.where(positive, n, torch.ones_like(n))
-    return torch.where(positive, a * (input_scale * input_scale) / safe_n, torch.zeros_like(n))
+    nonzero = n != 0
+    safe_n = torch.where(nonzero, n, torch.ones_like(n))
+    return torch.where(nonzero, a * (input_scale * input_scale) / safe_n, torch.zeros_like(n))
 
 
 def penalty_forward(grads: Tensor, weight: Optional[Tensor], pac: int, target: float,
