@@ -437,7 +437,7 @@ def test_batchnorm_critic_is_refused_outside_eager(mode, simulate_graphs):
         _step(BatchNormCritic(), mode)(torch.randn(6, 4), torch.randn(6, 4))
 
 
-def test_auto_falls_back_to_eager_with_one_warning():
+def test_auto_falls_back_to_eager_with_one_warning(simulate_graphs):
     step = _step(BatchNormCritic(), "auto")
     with pytest.warns(RuntimeWarning, match="runs eager.*BatchNorm1d"):
         step(torch.randn(6, 4), torch.randn(6, 4))
@@ -447,12 +447,16 @@ def test_auto_falls_back_to_eager_with_one_warning():
     assert step.mode == "eager"
 
 
-def test_auto_on_the_cpu_compiles_mlp_critics_and_keeps_conv_ones_eager():
-    mlp = _step(MLPCritic((4,), hidden_dim=3), "auto", compile_options=FAST)
-    mlp(torch.randn(6, 4), torch.randn(6, 4))
-    conv = _step(ConvCritic(1, 8, 2), "auto")
-    conv(torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8))
-    assert (mlp.mode, conv.mode) == ("compile", "eager")
+def test_auto_runs_eager_on_the_cpu_and_graphs_where_they_can_run(simulate_graphs):
+    """auto: eager on CPU tensors (the compiled steps measured slower there); "graph" where
+    graphs can run (here the simulation stands in for CUDA)."""
+    steps._SIMULATE_GRAPHS = False
+    cpu = _step(MLPCritic((4,), hidden_dim=3), "auto")
+    cpu(torch.randn(6, 4), torch.randn(6, 4))
+    steps._SIMULATE_GRAPHS = True
+    graphed = _step(MLPCritic((4,), hidden_dim=3), "auto")
+    graphed(torch.randn(6, 4), torch.randn(6, 4))
+    assert (cpu.mode, graphed.mode) == ("eager", "graph")
 
 
 @pytest.mark.parametrize("mode", ["graph", "compile+graph"])
@@ -471,14 +475,10 @@ def test_graph_mode_refuses_a_scaler_and_an_uncapturable_optimizer(simulate_grap
         lbfgs(torch.randn(6, 4), torch.randn(6, 4))
 
 
-def test_data_dependent_control_flow_is_reported_or_falls_back():
+def test_data_dependent_control_flow_is_reported():
     real, fake = torch.randn(6, 4), torch.randn(6, 4)
     with pytest.raises(RuntimeError, match=r"mode='compile'.*could not trace.*mode='eager'"):
         _step(BranchingCritic(), "compile", compile_options=FAST)(real, fake)
-    step = _step(BranchingCritic(), "auto", compile_options=FAST)
-    with pytest.warns(RuntimeWarning, match="runs eager: torch.compile could not trace"):
-        stats = step(real, fake)
-    assert step.mode == "eager" and torch.isfinite(stats.loss)
 
 
 def test_bad_arguments_name_themselves():

@@ -32,10 +32,10 @@ _FLAG_FIELDS = {
     "checkpoint_every": "checkpoint_every", "eval_samples": "n_eval_samples",
     "precision": "precision", "gp_every": "gp_every",
     "lazy_adam_correction": "lazy_adam_correction", "ema_decay": "ema_decay",
-    "generator_batchnorm": "generator_batchnorm",
+    "generator_batchnorm": "generator_batchnorm", "step_mode": "step_mode",
 }
 # what --resume may change (everything else comes from the checkpoint)
-_RESUMABLE = {"steps", "device", "backend", "checkpoint_every", "n_eval_samples"}
+_RESUMABLE = {"steps", "device", "backend", "checkpoint_every", "n_eval_samples", "step_mode"}
 
 
 def _checked(convert, ok, what: str):
@@ -87,7 +87,7 @@ def _rank_from_env() -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import data
     from .backends import BACKENDS
-    from .trainer import LR_DECAYS, METHODS, MODELS, PENALTY_IMPLS, PRECISIONS
+    from .trainer import LR_DECAYS, METHODS, MODELS, PENALTY_IMPLS, PRECISIONS, STEP_MODES
 
     parser = argparse.ArgumentParser(
         prog="wgangp-fast",
@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
     r.add_argument("--backend", choices=("auto",) + BACKENDS,
                    help="penalty backend: auto (default), cuda, triton, cpu, reference")
+    r.add_argument("--step-mode", choices=STEP_MODES,
+                   help="how each iteration runs: eager (default: the drop-in penalty in the "
+                        "eager loop), compile (torch.compile of the torch.func step), graph / "
+                        "compile+graph (CUDA graphs, one replay per iteration), auto (graph on "
+                        "CUDA, compile for MLP critics on the CPU, else eager)")
     r.add_argument("--precision", choices=PRECISIONS,
                    help="fp32 (default), bf16 (autocast) or fp16 (autocast and GradScaler)")
     r.add_argument("--penalty-impl", choices=PENALTY_IMPLS,
@@ -305,6 +310,7 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         ranks = (f" x {trainer.world_size} ranks (batch per rank)"
                  if trainer.world_size > 1 else "")
         extras = "".join([f", precision {cfg.precision}" if cfg.precision != "fp32" else "",
+                          f", step mode {cfg.step_mode}" if cfg.step_mode != "eager" else "",
                           f", gp every {cfg.gp_every}" if cfg.gp_every > 1 else "",
                           f", EMA {cfg.ema_decay}" if cfg.ema_decay > 0 else ""])
         print(f"training {cfg.dataset} ({trainer.model_kind} models, method {cfg.method}, "
@@ -332,7 +338,8 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         return 130
     metrics = trainer.write_outputs(out)
     if trainer.is_main_process:
-        print(f"done: {trainer.step} steps in {trainer.train_seconds:.1f} s")
+        print(f"done: {trainer.step} steps in {trainer.train_seconds:.1f} s"
+              + (f" (step mode {trainer.step_mode})" if cfg.step_mode != "eager" else ""))
         print(_summary(metrics))
         print(f"outputs in {out}/: samples.png, curves.png, samples.npy, metrics.json, "
               f"history.csv, config.json, {CHECKPOINT_NAME}"

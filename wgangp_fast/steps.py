@@ -25,9 +25,9 @@ one of five modes:
   switched to `capturable=True` and a float lr is kept in a device tensor, so an lr schedule
   reaches the replays; any other hyperparameter change re-captures.
 - "compile+graph": the compiled step of "compile", captured like "graph".
-- "auto": "graph" on CUDA tensors, "compile" on the CPU for critics without convolutions (the
-  CPU benchmark: compile is faster for MLP critics and slower for convolutional ones), otherwise
-  "eager"; and "eager" wherever the chosen mode cannot serve (with a one-time warning saying why).
+- "auto": "graph" on CUDA tensors and "eager" on the CPU, where the compiled steps measured
+  slower (inductor's CPU code stores the activation masks of the double backward through a slow
+  generic path); and "eager" wherever "graph" cannot serve, with a one-time warning saying why.
 
 Refusals (an explicit mode raises ValueError; "auto" falls back to eager with a warning):
 buffer-mutating layers in the critic (BatchNorm, spectral norm: they also break the per-sample
@@ -53,11 +53,14 @@ from . import _validate as V
 from .ops import gradient_norm_penalty
 from .penalty import KINDS, input_gradients, kind_settings, penalty_points
 
-__all__ = ["MODES", "CriticStep", "GeneratorStep", "StepStats", "TrainStats", "TrainStep",
-           "choose_mode"]
+__all__ = ["MODES", "CaptureError", "CriticStep", "GeneratorStep", "StepStats", "TrainStats",
+           "TrainStep", "choose_mode"]
 
 MODES = ("auto", "eager", "compile", "graph", "compile+graph")
 GRAPH_MODES = ("graph", "compile+graph")
+# torch.compile options of every step, under the caller's compile_options (tests set a cheaper
+# backend here)
+DEFAULT_COMPILE_OPTIONS: dict = {}
 # Test hook: run the graph modes' bookkeeping (static buffers, warm-up, one capture per input
 # signature, re-capture on hyperparameter changes) on the CPU, a "replay" re-running the captured
 # function. It exercises everything but the CUDA capture itself, which `make gpu-check` tests.
@@ -78,8 +81,9 @@ class StepStats(NamedTuple):
 
 
 class TrainStats(NamedTuple):
-    """What a training iteration returns: the last critic step's StepStats and the generator
-    loss -E[D(G(z))]."""
+    """What a training iteration returns: the last critic step's StepStats (its penalty and
+    norms those of the iteration's last step that carried the penalty) and the generator loss
+    -E[D(G(z))]."""
 
     critic: StepStats
     loss_g: Tensor
@@ -131,10 +135,6 @@ def mutating_layers(module: nn.Module) -> List[str]:
     return found
 
 
-def _has_conv(modules) -> bool:
-    return any(isinstance(m, nn.modules.conv._ConvNd) for mod in modules for m in mod.modules())
-
-
 def _capture_problem(optimizer) -> Optional[str]:
     """Why this optimiser's step cannot run inside a CUDA graph (None when it can)."""
     if "capturable" in optimizer.defaults or type(optimizer) is torch.optim.SGD:
@@ -149,8 +149,7 @@ def choose_mode(mode: str, device: torch.device, critic: nn.Module, *, modules=(
     """(the mode to run, the reason the preferred mode cannot run, or None).
 
     `critic` is checked for DistributedDataParallel and buffer-mutating layers (with
-    check_critic), `modules` (and the critic) for DDP and convolutions, `optimizers` for a
-    capturable step. An explicit mode that cannot run raises ValueError with the reason; "auto"
+    check_critic), `modules` for DDP, `optimizers` for a capturable step. An explicit mode that cannot run raises ValueError with the reason; "auto"
     returns "eager" and the reason its preferred mode was not taken (the caller warns once)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
@@ -158,12 +157,10 @@ def choose_mode(mode: str, device: torch.device, critic: nn.Module, *, modules=(
         return "eager", None
     everything = [critic, *modules]
     if mode == "auto":
-        if device.type == "cuda":
-            preferred = "graph"
-        elif _has_conv(everything):
-            return "eager", None  # CPU: compiled conv critics ran slower than eager ones
-        else:
-            preferred = "compile"
+        if device.type != "cuda" and not _SIMULATE_GRAPHS:
+            # CPU: the compiled steps measured slower than eager ones (README, "Whole steps")
+            return "eager", None
+        preferred = "graph"
     else:
         preferred = mode
     problems = []
@@ -241,10 +238,12 @@ class _HeldLearningRates:
                             state["step"] = step.to(q.device, torch.float32)
                 elif group.get("foreach") and not group.get("capturable"):
                     continue  # foreach without capturable refuses a tensor lr
-                if not isinstance(group["lr"], Tensor):
-                    device = group["params"][0].device
-                    self.held[(id(opt), i)] = group["lr"] = torch.tensor(
-                        float(group["lr"]), dtype=torch.float64, device=device)
+                # a tensor lr already there (from a checkpoint, say) is copied too: the held
+                # tensor is the one the graphs read, whatever is assigned to group["lr"] later
+                lr = group["lr"]
+                held = torch.empty((), dtype=torch.float64, device=group["params"][0].device)
+                held.copy_(lr) if isinstance(lr, Tensor) else held.fill_(float(lr))
+                self.held[(id(opt), i)] = group["lr"] = held
         self._seen = self._snapshot()
 
     def _snapshot(self) -> list:
@@ -377,11 +376,10 @@ class _GraphRunner:
             for p, g in self._grads:
                 p.grad = g
             if "captur" in str(exc).lower():
-                raise RuntimeError(
-                    f"{self.owner}: the step could not be captured in a CUDA graph: something in "
-                    f"it synchronises with the host (a .item(), data-dependent Python control "
-                    f"flow, a CPU tensor). Use mode='compile' or 'eager'. ({_first_line(exc)})"
-                ) from exc
+                raise CaptureError(
+                    f"the step could not be captured in a CUDA graph: something in it "
+                    f"synchronises with the host (a .item(), data-dependent Python control flow, "
+                    f"a CPU tensor) ({_first_line(exc)})") from exc
             raise
         entry.graph = graph
         return entry
@@ -411,10 +409,16 @@ def _own_code(fn):
     return copy
 
 
-def _dynamo_errors() -> tuple:
+class CaptureError(RuntimeError):
+    """A step could not be captured in a CUDA graph (it synchronises with the host)."""
+
+
+def _fallback_errors() -> tuple:
+    """What makes a mode unable to run a step at its first call: torch.compile cannot trace
+    it, or a CUDA graph cannot capture it."""
     from torch._dynamo import exc as dynamo_exc
 
-    return (dynamo_exc.TorchDynamoException,)
+    return (dynamo_exc.TorchDynamoException, CaptureError)
 
 
 class _Step:
@@ -487,20 +491,32 @@ class _Step:
     def _compile(self, fn, **options):
         # static shapes: a step sees one or a few batch shapes, and dropout under torch.func
         # fails with symbolic sizes
-        options = {"fullgraph": True, "dynamic": False, **options, **self.compile_options}
+        options = {"fullgraph": True, "dynamic": False, **options, **DEFAULT_COMPILE_OPTIONS,
+                   **self.compile_options}
         return torch.compile(_own_code(fn), **options)
 
     def _fall_back(self, exc: Exception) -> None:
-        """A compile failure at the first call: raise under an explicit mode, else go eager."""
-        why = f"torch.compile could not trace the step in one graph ({_first_line(exc)})"
+        """The mode cannot run this step (found at its first call): raise under an explicit
+        mode, else warn once and go eager."""
+        why = str(exc) if isinstance(exc, CaptureError) else \
+            f"torch.compile could not trace the step in one graph ({_first_line(exc)})"
         if self.requested_mode != "auto":
-            raise RuntimeError(f"{self.owner}(mode={self.requested_mode!r}): {why}. Use "
-                               f"mode='eager' (or 'auto', which falls back)") from exc
+            raise RuntimeError(f"{self.owner}(mode={self.mode!r}): {why}. Use mode='eager' "
+                               f"(or 'auto', which falls back)") from exc
         warnings.warn(f"{self.owner}(mode='auto') runs eager: {why}", RuntimeWarning,
-                      stacklevel=3)
+                      stacklevel=4)
         self.mode = "eager"
         self._runner = None
         self._optimizer_steps = {}
+
+    def _execute(self, graphed: Callable[[], tuple], run: Callable[[str], tuple]) -> tuple:
+        """One call in the resolved mode: `graphed()` in the graph modes, else `run(mode)`;
+        eager when the mode turns out unable to run the step."""
+        try:
+            return graphed() if self.mode in GRAPH_MODES else run(self.mode)
+        except _fallback_errors() as exc:
+            self._fall_back(exc)
+            return run("eager")
 
     def _step_optimizer(self, optimizer) -> bool:
         """optimizer.step() (through the GradScaler in fp16); True when the scaler skipped it."""
@@ -691,22 +707,17 @@ class CriticStep(_Step):
         real, fake = real.detach(), fake.detach()
         if self.kind is not None:
             V.pac(self.pac, real.shape[0])
-        mode = self._resolve(real.device)
+        self._resolve(real.device)
         regularise = self.regularises(self.calls)
         self.calls += 1
-        skipped = False
-        if mode in GRAPH_MODES:
+
+        def graphed():
             stats, norms = self._runner(regularise, [real, fake, *inputs], regularise)
-            stats = stats.clone()
-            norms = norms.clone() if norms is not None and self.return_norms else None
-        elif mode == "compile":
-            try:
-                stats, norms, skipped = self.run_compiled(real, fake, inputs, regularise)
-            except _dynamo_errors() as exc:
-                self._fall_back(exc)
-                stats, norms, skipped = self.run_eager(real, fake, inputs, regularise)
-        else:
-            stats, norms, skipped = self.run_eager(real, fake, inputs, regularise)
+            return (stats.clone(), norms.clone() if norms is not None and self.return_norms
+                    else None, False)
+
+        stats, norms, skipped = self._execute(
+            graphed, lambda mode: self.run(mode, real, fake, inputs, regularise))
         return StepStats(stats[0], stats[1], stats[2] if regularise else None,
                          norms.detach() if self.return_norms and norms is not None else None,
                          skipped)
@@ -772,15 +783,9 @@ class GeneratorStep(_Step):
 
     def __call__(self, z: Tensor, *inputs) -> Tensor:
         V.tensor("z", z)
-        mode = self._resolve(z.device)
-        if mode in GRAPH_MODES:
-            return self._runner(None, [z, *inputs], None)[0].clone()
-        if mode == "compile":
-            try:
-                return self.run(mode, z, inputs)
-            except _dynamo_errors() as exc:
-                self._fall_back(exc)
-        return self.run("eager", z, inputs)
+        self._resolve(z.device)
+        return self._execute(lambda: self._runner(None, [z, *inputs], None)[0].clone(),
+                             lambda mode: self.run(mode, z, inputs))
 
 
 class TrainStep(_Step):
@@ -834,21 +839,23 @@ class TrainStep(_Step):
         return torch.randn(real.shape[0], *self.latent_shape, device=real.device)
 
     def _iteration(self, mode, reals, pattern, graphed=False):
+        """(stats of the last critic step, the last penalty and norms of the iteration (None
+        where no step carried it), the generator loss, whether the last step was skipped)."""
         c, g = self.critic_step, self.generator_step
-        generator = g.generator
-        last = None
+        pen = norms = None
         for real, regularise in zip(reals, pattern):
             with torch.no_grad(), self.autocast_context(real.device, graphed):
-                fake = generator(self._noise(real))
-            last = c.run(mode, real, fake.to(real.dtype), (), regularise, graphed)
+                fake = g.generator(self._noise(real))
+            stats, step_norms, skipped = c.run(mode, real, fake.to(real.dtype), (), regularise,
+                                               graphed)
+            if regularise:
+                pen, norms = stats[2], step_norms
         loss_g = g.run(mode, self._noise(reals[0]), (), graphed)
-        stats, norms, skipped = last
-        return stats, norms, loss_g, skipped
+        return stats, pen, norms, loss_g, skipped
 
     def _graph_body(self, *rest):
         *reals, pattern = rest
-        stats, norms, loss_g, _ = self._iteration(self.mode, reals, pattern, graphed=True)
-        return stats, norms, loss_g
+        return self._iteration(self.mode, reals, pattern, graphed=True)[:4]
 
     def __call__(self, reals) -> TrainStats:
         if isinstance(reals, Tensor):
@@ -865,23 +872,19 @@ class TrainStep(_Step):
         c = self.critic_step
         if c.kind is not None:
             V.pac(c.pac, reals[0].shape[0])
-        mode = self._resolve(reals[0].device)
+        self._resolve(reals[0].device)
         pattern = tuple(c.regularises(c.calls + i) for i in range(self.n_critic))
         c.calls += self.n_critic
-        skipped = False
-        if mode in GRAPH_MODES:
-            stats, norms, loss_g = self._runner(pattern, reals, pattern)
-            stats, loss_g = stats.clone(), loss_g.clone()
-            norms = norms.clone() if norms is not None and c.return_norms else None
-        else:
-            try:
-                stats, norms, loss_g, skipped = self._iteration(mode, reals, pattern)
-            except _dynamo_errors() as exc:
-                if mode != "compile":
-                    raise
-                self._fall_back(exc)
-                stats, norms, loss_g, skipped = self._iteration("eager", reals, pattern)
-        critic = StepStats(stats[0], stats[1], stats[2] if pattern[-1] else None,
+
+        def graphed():
+            stats, pen, norms, loss_g = self._runner(pattern, reals, pattern)
+            return (stats.clone(), pen.clone() if pen is not None else None,
+                    norms.clone() if norms is not None and c.return_norms else None,
+                    loss_g.clone(), False)
+
+        stats, pen, norms, loss_g, skipped = self._execute(
+            graphed, lambda mode: self._iteration(mode, reals, pattern))
+        critic = StepStats(stats[0], stats[1], pen,
                            norms.detach() if c.return_norms and norms is not None else None,
                            skipped)
         return TrainStats(critic, loss_g)

@@ -57,6 +57,7 @@ import socket
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
@@ -72,6 +73,7 @@ from torch import Tensor, nn
 from . import backends, distributed, reference
 from . import data as data_mod
 from . import metrics as metrics_mod
+from . import steps as steps_mod
 from .models import ConvCritic, ConvGenerator, MLPCritic, MLPGenerator, PacCritic, TabularGenerator
 from .penalty import gradient_penalty
 
@@ -96,6 +98,8 @@ METHODS = ("gp", "lp", "clip", "sn", "r1", "r2", "dragan")
 # method -> wgangp_fast.gradient_penalty(kind=...)
 PENALTY_KINDS = {"gp": "wgan-gp", "lp": "wgan-lp", "r1": "r1", "r2": "r2", "dragan": "dragan"}
 PRECISIONS = ("fp32", "bf16", "fp16")
+# how a training iteration runs (wgangp_fast.steps): "eager" is the loop below
+STEP_MODES = steps_mod.MODES
 # consecutive critic steps the fp16 GradScaler may skip before the run is declared broken: backing
 # off from the default scale 2^16 to 1 takes 16
 MAX_SKIPPED_IN_A_ROW = 64
@@ -202,6 +206,7 @@ class WGANGPConfig:
     penalty_impl: str = "fused"
     separate_backward: bool = False
     precision: str = "fp32"
+    step_mode: str = "eager"
     gp_every: int = 1
     lazy_adam_correction: bool = False
     out_dir: str | None = None
@@ -232,6 +237,20 @@ class WGANGPConfig:
         d = dataclasses.asdict(self)
         d["categorical"] = list(self.categorical)
         return d
+
+    def step_mode_conflict(self) -> str | None:
+        """Why this configuration needs the eager step (None when the whole-step modes of
+        wgangp_fast.steps can run it)."""
+        if self.method not in PENALTY_KINDS:
+            return (f"method {self.method!r} (weight clipping or a spectral-norm critic, whose "
+                    f"power iteration mutates buffers)")
+        if self.penalty_impl != "fused":
+            return "penalty_impl 'reference' (the plain-autograd comparison path)"
+        if self.separate_backward:
+            return "separate_backward (two backward calls per step)"
+        if self.precision == "fp16":
+            return "precision fp16 (its GradScaler; bf16 needs none)"
+        return None
 
     def validate(self) -> WGANGPConfig:
         # numpy scalars (np.int64 from a sweep, say) become Python ones: accepted like them, and
@@ -264,6 +283,12 @@ class WGANGPConfig:
         choice("penalty_impl", PENALTY_IMPLS)
         choice("lr_decay", LR_DECAYS)
         choice("precision", PRECISIONS)
+        choice("step_mode", STEP_MODES)
+        if self.step_mode not in ("eager", "auto"):
+            why = self.step_mode_conflict()
+            if why:
+                raise ValueError(f"step_mode {self.step_mode!r} cannot run this configuration: "
+                                 f"{why}; use step_mode 'eager' (or 'auto', which falls back)")
         choice("backend", ("auto",) + backends.BACKENDS)
         integer("gp_every", 1)
         if self.gp_every > 1 and self.method not in PENALTY_KINDS:
@@ -622,6 +647,15 @@ def check_checkpoint(state: Any, path: str = "checkpoint") -> Dict[str, Any]:
     return state
 
 
+def _portable(optimizer_state: Dict[str, Any]) -> Dict[str, Any]:
+    """An optimiser state_dict with plain float learning rates: the compiled and captured step
+    modes hold the lr in a device tensor, which a run resumed in another mode (or on another
+    device) must not inherit."""
+    groups = [{**g, "lr": float(g["lr"])} if isinstance(g.get("lr"), Tensor) else g
+              for g in optimizer_state["param_groups"]]
+    return {**optimizer_state, "param_groups": groups}
+
+
 def _rng_state() -> Dict[str, Any]:
     np_state = np.random.get_state()
     py_state = random.getstate()
@@ -717,6 +751,7 @@ class WGANGPTrainer:
                                              device=self.device)
         noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.fixed_noise = torch.randn(64, cfg.latent_dim, generator=noise_gen).to(self.device)
+        self.train_iteration = self._build_train_step()
 
         self.step = 0
         self.critic_iters = 0
@@ -792,6 +827,47 @@ class WGANGPTrainer:
                              f"{self.device}: {exc}. Available here: "
                              f"{', '.join(backends.available_backends())}; "
                              f"'auto' picks one") from None
+
+    def _build_train_step(self) -> steps_mod.TrainStep | None:
+        """The whole iteration as a wgangp_fast.steps.TrainStep for the step modes other than
+        eager (None: the eager loop of _critic_step and _generator_step). The mode is chosen
+        here, so a mode that cannot run this configuration is refused before training; under
+        "auto" such a configuration keeps the eager loop, with a warning that says why."""
+        cfg = self.config
+        if cfg.step_mode == "eager":
+            return None
+        why = cfg.step_mode_conflict()
+        if self.dist.enabled:
+            why = "a distributed run (DDP's all-reduce hooks need eager autograd)"
+        if why:
+            if cfg.step_mode == "auto":
+                return None
+            raise ValueError(f"step_mode {cfg.step_mode!r} cannot run {why}: use step_mode "
+                             f"'eager'")
+        mode, why = steps_mod.choose_mode(cfg.step_mode, self.device, self.critic,
+                                          modules=[self.generator],
+                                          optimizers=[self.optimizer_c, self.optimizer_g])
+        if mode == "eager":
+            if why:
+                warnings.warn(f"step_mode 'auto' runs eager: {why}", RuntimeWarning,
+                              stacklevel=3)
+            return None
+        autocast = {"bf16": torch.bfloat16}.get(cfg.precision)
+        critic_step = steps_mod.CriticStep(
+            self.critic, self.optimizer_c, lambda_gp=cfg.gp_lambda, pac=cfg.pac,
+            kind=PENALTY_KINDS[cfg.method], mode=mode, autocast=autocast,
+            gp_every=cfg.gp_every, backend=cfg.backend)
+        generator_step = steps_mod.GeneratorStep(self.generator, self.critic, self.optimizer_g,
+                                                 mode=mode, autocast=autocast)
+        return steps_mod.TrainStep(critic_step, generator_step, latent_dim=cfg.latent_dim,
+                                   n_critic=cfg.n_critic)
+
+    @property
+    def step_mode(self) -> str:
+        """The mode the iterations run in ("eager" or one of wgangp_fast.steps.MODES)."""
+        if self.train_iteration is None:
+            return "eager"
+        return self.train_iteration.mode or self.train_iteration.requested_mode
 
     def _build_ema(self) -> nn.Module | None:
         """The averaged generator of ema_decay > 0: a frozen copy, always in eval mode."""
@@ -995,14 +1071,29 @@ class WGANGPTrainer:
             for group in opt.param_groups:
                 group["lr"] = base * factor * c
 
+    def _whole_iteration(self) -> Tuple[Dict[str, Any], Tensor]:
+        """One iteration through the TrainStep (step modes other than eager)."""
+        train = self.train_iteration
+        train.critic_step.calls = self.critic_iters  # lazy regularisation's phase, on resume too
+        stats = train([self.sampler.next() for _ in range(self.config.n_critic)])
+        self.critic_iters += self.config.n_critic
+        if stats.critic.penalty is not None:
+            self._last_gp = stats.critic.penalty
+            self._last_gp_skipped = False
+        return {"loss_c": stats.critic.loss, "wasserstein": stats.critic.wasserstein,
+                "skipped": False}, stats.loss_g
+
     def train_step(self) -> Dict[str, float]:
         """n_critic critic updates (a fresh real batch each), then one generator update."""
         self._set_learning_rate()
         self.generator.train()
         self.critic.train()
-        for _ in range(self.config.n_critic):
-            stats = self._critic_step(self.sampler.next())
-        loss_g = self._generator_step(self.config.batch_size)
+        if self.train_iteration is not None:
+            stats, loss_g = self._whole_iteration()
+        else:
+            for _ in range(self.config.n_critic):
+                stats = self._critic_step(self.sampler.next())
+            loss_g = self._generator_step(self.config.batch_size)
         values = torch.stack([stats["loss_c"].float(), loss_g.float(), self._last_gp.float(),
                               stats["wasserstein"].float()])
         # the mean over the ranks, so that every rank logs (and stops on) the same values
@@ -1243,8 +1334,8 @@ class WGANGPTrainer:
             "train_seconds": self.train_seconds,
             "generator": self.generator.state_dict(),
             "critic": self.critic.state_dict(),
-            "optimizer_g": self.optimizer_g.state_dict(),
-            "optimizer_c": self.optimizer_c.state_dict(),
+            "optimizer_g": _portable(self.optimizer_g.state_dict()),
+            "optimizer_c": _portable(self.optimizer_c.state_dict()),
             "sampler": self.sampler.state_dict(),
             "rng": _rng_state(),
             "fixed_noise": self.fixed_noise.cpu(),
@@ -1333,7 +1424,8 @@ class WGANGPTrainer:
         """A trainer in exactly the state saved at `path`. `overrides` may change settings that
         do not alter the models or the data (steps, out_dir, checkpoint_every, device, backend)."""
         state = cls.read_checkpoint(path)
-        allowed = {"steps", "out_dir", "checkpoint_every", "device", "backend", "n_eval_samples"}
+        allowed = {"steps", "out_dir", "checkpoint_every", "device", "backend", "n_eval_samples",
+                   "step_mode"}
         bad = sorted(k for k, v in overrides.items() if v is not None and k not in allowed)
         if bad:
             raise ValueError(f"cannot change {', '.join(bad)} when resuming (only "
@@ -1381,6 +1473,7 @@ class WGANGPTrainer:
             "device": str(self.device),
             "world_size": self.world_size,
             "precision": self.config.precision,
+            "step_mode": self.step_mode,
             "gp_every": self.config.gp_every,
             "ema_decay": self.config.ema_decay,
         })
