@@ -52,13 +52,14 @@ def fused_calc_gradient_penalty(discriminator, real_data: Tensor, fake_data: Ten
 
     alpha is `torch.rand(N // pac, 1, 1, device=device)` on the `device` argument (which selects
     the RNG it comes from, so a seeded run stays bit-for-bit on the same random stream) and is then
-    moved to where the data lives.
+    moved to where the data lives. The graph of real_data and fake_data is kept, as CTGAN keeps it.
     """
     V.pair(real_data, fake_data)
     m = V.pac(pac, real_data.shape[0], "real_data")
     alpha = torch.rand(m, 1, 1, device=device)
     return gradient_penalty(discriminator, real_data, fake_data, lambda_gp=lambda_, pac=pac,
-                            alpha=alpha.to(real_data.device), backend=backend)
+                            alpha=alpha.to(real_data.device), backend=backend,
+                            detach_inputs=False)
 
 
 def check_signature(func: Callable, *, defaults: Dict[str, Any] | None = None,
