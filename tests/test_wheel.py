@@ -1,6 +1,7 @@
 """`pip wheel` of the source tree gives a wheel that works on its own: installed into an empty
 folder and imported from outside the checkout, with nothing else of wgangp_fast in reach, it
 loads its compiled CPU extension, runs both ops and the drop-in, and trains two CLI steps.
+Marked slow (about 80-110 s here, nearly all of it compiling the extension); `make test` runs it.
 
 The wheel is built without the CUDA extension (an nvcc compile costs minutes on a CI machine and
 tests/test_cuda_build.py covers that build in place); WGANGP_FAST_WHEEL_CUDA=1 builds it with CUDA
@@ -25,6 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 WITH_CUDA = os.environ.get("WGANGP_FAST_WHEEL_CUDA", "").strip().lower() in ("1", "true", "yes")
 BUILD_TIMEOUT_S = 1800
+
+pytestmark = pytest.mark.slow
 
 # What the build reads, as an sdist would carry it: build outputs in the checkout (the in-place
 # .so files, build/, *.egg-info) stay behind, so the wheel holds only what setup.py builds.
@@ -82,13 +85,11 @@ def _clean_env():
     return env
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
+def _build_and_install(base: Path):
     """(site folder, wheel path, build seconds): the wheel built from a copy of the sources and
     installed with `pip install --no-deps --target` into an empty folder."""
-    base = tmp_path_factory.mktemp("wheel")
     src = base / "src"
-    src.mkdir()
+    src.mkdir(parents=True)
     for name in SOURCES:
         path = ROOT / name
         if path.is_dir():
@@ -133,8 +134,7 @@ def _run_outside(site: Path, args, tmp_path, timeout=600):
     return done, cwd
 
 
-def test_wheel_holds_every_package_and_the_extension(installed):
-    _, wheel, _ = installed
+def _check_contents(wheel: Path):
     names = set(zipfile.ZipFile(wheel).namelist())
     packages = sorted(str(p.parent.relative_to(ROOT)).replace(os.sep, "/")
                       for p in (ROOT / "wgangp_fast").rglob("__init__.py"))
@@ -152,8 +152,7 @@ def test_wheel_holds_every_package_and_the_extension(installed):
         entry_points[0]).decode()
 
 
-def test_installed_wheel_runs_the_ops_outside_the_checkout(installed, tmp_path):
-    site, _, _ = installed
+def _check_ops(site: Path, tmp_path: Path):
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)
     args = [str(probe), str(site)] + (["--cuda"] if WITH_CUDA else [])
@@ -170,8 +169,7 @@ def test_installed_wheel_runs_the_ops_outside_the_checkout(installed, tmp_path):
         assert seen["cuda_ext"] and seen["cuda_ext"].startswith(str(site)), seen["cuda_ext"]
 
 
-def test_installed_wheel_trains_with_the_cli(installed, tmp_path):
-    site, _, _ = installed
+def _check_cli(site: Path, tmp_path: Path):
     args = ["-m", "wgangp_fast", "train", "--dataset", "ring8", "--steps", "2", "--batch", "16",
             "--threads", "1", "--no-progress", "--eval-samples", "200", "--out", "run"]
     done, cwd = _run_outside(site, args, tmp_path)
@@ -181,3 +179,12 @@ def test_installed_wheel_trains_with_the_cli(installed, tmp_path):
     assert (cwd / "run" / "checkpoint.pt").is_file()
     assert "done: 2 steps" in done.stdout
     assert (site / "bin" / "wgangp-fast").is_file()
+
+
+# One test for the whole round trip: under pytest-xdist (the GPU check runs the suite with -n 4)
+# separate tests sharing a module fixture would each build the wheel in their own worker.
+def test_wheel_builds_installs_and_runs_outside_the_checkout(tmp_path):
+    site, wheel, _ = _build_and_install(tmp_path / "wheel")
+    _check_contents(wheel)
+    _check_ops(site, tmp_path)
+    _check_cli(site, tmp_path)
