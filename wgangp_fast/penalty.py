@@ -207,9 +207,10 @@ def per_group_alpha(alpha: Optional[Tensor], real: Tensor, pac: int = 1, *,
     alpha may already hold M values (any shape that flattens to M), or lay them out over the
     batch as the replaced code broadcasts it: leading axis N, every other axis 1 or real's size
     there ([N], [N, 1], [N, 1, 1, 1], [N, 1, H, W], real's full shape, expanded or materialised).
-    Then every value of a group (its pac samples, all their positions) must be equal, and the
-    check reads only the axes that are not expanded views. alpha_fn(m, like=real) draws alpha
-    instead; its result is read the same way.
+    Then every value of a group (its pac samples, all their positions) must be equal; the check
+    reads only the axes that are not expanded views, and costs one host synchronisation on a GPU
+    (M values skip it). alpha_fn(m, like=real) draws alpha instead; its result is read the same
+    way.
     """
     m = V.pac(pac, real.shape[0])
     if alpha_fn is not None:
