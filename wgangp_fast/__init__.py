@@ -6,6 +6,7 @@
 
 from . import ops as _ops  # noqa: F401  (registers the torch.library ops)
 from .backends import available_backends, backend_status
+from .integrations.dropin import drop_in_penalty
 from .ops import gradient_norm_penalty, interpolate
 from .penalty import (
     WassersteinGPLoss,
@@ -27,6 +28,7 @@ __all__ = [
     "available_backends",
     "backend_status",
     "calc_gradient_penalty",
+    "drop_in_penalty",
     "gradient_norm_penalty",
     "gradient_penalty",
     "input_gradients",

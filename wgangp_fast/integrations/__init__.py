@@ -4,15 +4,21 @@
   Discriminator (the package itself is imported only when you patch).
 - `patch_method(cls)` / `unpatch_method(cls)`: the same for any class whose
   `calc_gradient_penalty(self, real_data, fake_data, device, pac, lambda_)` computes CTGAN's penalty.
+- `patch_method(cls, name, lambda_gp=..., critic=..., ...)`: any other penalty method, its
+  layout (where the critic, data and lambda are, what it returns or records) given by options.
+- `drop_in_penalty(critic, real, fake, *inputs, lambda_gp=..., **critic_kwargs)`: the function
+  to call where a code calls its own penalty function (no device argument).
 - `wgangp_fast.integrations.seeds`: `compute_gradient_penalty`, `gradient_penalty` and
   `WassersteinGANLoss` with the seed codes' signatures.
 """
 
 from __future__ import annotations
 
-from . import ctgan, generic, seeds
+from . import ctgan, dropin, generic, seeds
+from .dropin import drop_in_penalty
 from .generic import (
     IncompatibleSignatureError,
+    MethodLayout,
     PatchHandle,
     fused_calc_gradient_penalty,
     is_patched,
@@ -23,8 +29,11 @@ from .generic import (
 
 __all__ = [
     "IncompatibleSignatureError",
+    "MethodLayout",
     "PatchHandle",
     "ctgan",
+    "drop_in_penalty",
+    "dropin",
     "fused_calc_gradient_penalty",
     "generic",
     "is_patched",

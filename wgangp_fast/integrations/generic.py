@@ -1,39 +1,49 @@
-"""Swap any class's CTGAN-signature gradient-penalty method for the fused one, and back.
+"""Swap a class's gradient-penalty method for the fused one, and back.
 
-A method qualifies when its parameters are exactly
+Any signature, its layout given by options (see `patch_method` and `MethodLayout`):
+
+    from wgangp_fast.integrations import patch_method
+    patch_method(Trainer, "_gradient_penalty", critic="self.D", lambda_gp="self.gp_weight",
+                 eps=1e-12, record=lambda self, n: self.losses["gradient_norm"].append(n.mean().item()))
+
+Without layout options, a method qualifies when its parameters are exactly
 `(self, real_data, fake_data, device, pac, lambda_)` (positional-or-keyword, defaults free) and it
 computes CTGAN's penalty: one alpha per group of `pac` rows drawn as
 `torch.rand(N // pac, 1, 1, device=device)`, the critic differentiated at the interpolates, the
 norm taken over each group's `pac * D` values, `lambda_ * mean((norm - 1)^2)` returned.
 
-    from wgangp_fast.integrations import patch_method
     handle = patch_method(MyDiscriminator)
     ...
     handle.unpatch()
 
 Bad use is loud: a method with another signature raises `IncompatibleSignatureError` (a
-TypeError); patching an already patched method with the same options warns and returns the
-existing handle, with different options raises ValueError; unpatching puts back the very object
-that was there (or removes the override, when the method was inherited). With `verify=True` (the
-default) the first call also runs the original method on a copy of the RNG state and compares the
-two penalties, so a method whose signature fits but whose formula does not is caught at once.
+TypeError), a layout that names what the method does not have raises at patch time; patching an
+already patched method with the same options warns and returns the existing handle, with
+different options raises ValueError; unpatching puts back the very object that was there (or
+removes the override, when the method was inherited). With `verify=True` (the default) the first
+call also runs the original method on a copy of the RNG state and compares the results, so a
+method whose signature fits but whose formula does not is caught at once.
 """
-
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
+import math
+import random
+import sys
 import threading
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .. import _validate as V
 from .. import backends
-from ..penalty import gradient_penalty
+from ..penalty import check_device, gradient_penalty
+from .dropin import warn_if_norm_axes_ambiguous
 
 CTGAN_PARAMETERS = ("self", "real_data", "fake_data", "device", "pac", "lambda_")
 
@@ -52,13 +62,14 @@ def fused_calc_gradient_penalty(discriminator, real_data: Tensor, fake_data: Ten
 
     alpha is `torch.rand(N // pac, 1, 1, device=device)` on the `device` argument (which selects
     the RNG it comes from, so a seeded run stays bit-for-bit on the same random stream) and is then
-    moved to where the data lives.
+    moved to where the data lives. The graph of real_data and fake_data is kept, as CTGAN keeps it.
     """
     V.pair(real_data, fake_data)
     m = V.pac(pac, real_data.shape[0], "real_data")
     alpha = torch.rand(m, 1, 1, device=device)
     return gradient_penalty(discriminator, real_data, fake_data, lambda_gp=lambda_, pac=pac,
-                            alpha=alpha.to(real_data.device), backend=backend)
+                            alpha=alpha.to(real_data.device), backend=backend,
+                            detach_inputs=False)
 
 
 def check_signature(func: Callable, *, defaults: Dict[str, Any] | None = None,
@@ -104,6 +115,8 @@ class PatchHandle:
         self.options = dict(options)
         self.replacement = replacement
         self.verified = not options.get("verify", False)
+        # True once a call matched the original: verification then spoke for the layout.
+        self.checked = False
 
     @property
     def active(self) -> bool:
@@ -177,10 +190,26 @@ def _buffers_restored(module):
                 b.copy_(copy)
 
 
+@contextlib.contextmanager
+def _rng_forked(*devices):
+    """torch's CPU and CUDA generators, and numpy's and Python's global ones where a code may
+    draw alpha, all put back afterwards."""
+    np = sys.modules.get("numpy")
+    np_state = np.random.get_state() if np is not None else None
+    py_state = random.getstate()
+    try:
+        with torch.random.fork_rng(devices=_cuda_indices(*devices)):
+            yield
+    finally:
+        random.setstate(py_state)
+        if np_state is not None:
+            np.random.set_state(np_state)
+
+
 def _original_value(original: Callable, args: tuple, kwargs: dict, owner, real,
                     device) -> Tensor:
     """The original method's penalty on a forked RNG state, the caller's state left untouched."""
-    with torch.random.fork_rng(devices=_cuda_indices(getattr(real, "device", None), device)):
+    with _rng_forked(getattr(real, "device", None), device):
         with _buffers_restored(owner):
             value = original(*args, **kwargs)
     if not isinstance(value, Tensor):
@@ -231,6 +260,314 @@ def _make_replacement(handle_box: list, original: Callable, sig: inspect.Signatu
     return calc_gradient_penalty
 
 
+# ---------------------------------------------------------------------------------------------
+# Any signature: where the method finds its critic, data, lambda and the rest
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodLayout:
+    """What a penalty method reads and returns, for `patch_method(cls, name, **layout)`.
+
+    Where a value comes from is a spec: a parameter name ("real_data", "netD"), an attribute path
+    from one ("self.D", "self.gp_weight", "opt.lambda_gp"; "self" is the method's first
+    parameter whatever its name), or, for critic, lambda_gp, pac and device, the value itself.
+    """
+
+    lambda_gp: Any
+    critic: Any = "self"
+    real: Optional[str] = None
+    fake: Optional[str] = None
+    inputs: Tuple[Any, ...] = ()
+    critic_kwargs: Tuple[Tuple[str, Any], ...] = ()
+    pac: Any = 1
+    device: Any = None
+    alpha_fn: Optional[Callable] = None
+    eps: float = 0.0
+    norm_dims: Any = None
+    detach_inputs: bool = True
+    returns: Any = "penalty"
+    record: Optional[Callable] = None
+
+
+_LAYOUT_OPTIONS = tuple(f.name for f in dataclasses.fields(MethodLayout))
+_RETURNABLE = ("penalty", "norms")
+
+
+@dataclasses.dataclass
+class _Plan:
+    """A MethodLayout compiled against one method's signature: getters from bound arguments."""
+
+    sig: inspect.Signature
+    self_name: Optional[str]
+    critic: Callable
+    real: Callable
+    fake: Callable
+    real_name: str
+    inputs: List[Callable]
+    critic_kwargs: List[Tuple[str, Callable]]
+    lambda_gp: Callable
+    pac: Callable
+    device: Optional[Callable]
+    returns: Callable
+    layout: MethodLayout
+
+
+def _spec_getter(option: str, spec, params: Dict[str, inspect.Parameter],
+                 self_name: Optional[str], where: str, *, constant: bool) -> Callable:
+    """bound arguments -> the value `spec` names (or `spec` itself when constant and not a str)."""
+    if not isinstance(spec, str):
+        if not constant:
+            raise TypeError(f"{option} must name a parameter of {where} (a str), got {spec!r}")
+        return lambda arguments: spec
+    head, *path = spec.split(".")
+    if head == "self" and self_name is not None:
+        head = self_name
+    param = params.get(head)
+    if param is None or not all(part.isidentifier() for part in path):
+        names = ", ".join(params) or "none"
+        raise ValueError(
+            f"{option}={spec!r} names neither a parameter of {where} (parameters: {names}) nor "
+            f"an attribute path from one, like 'self.{path[0] if path else 'attribute'}'")
+    if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+        raise ValueError(f"{option}={spec!r} names the variadic parameter {param} of {where}; "
+                         f"name a single parameter")
+
+    def get(arguments):
+        value = arguments[head]
+        for i, attr in enumerate(path):
+            try:
+                value = getattr(value, attr)
+            except AttributeError:
+                reached = ".".join([head] + path[:i])
+                raise AttributeError(f"{option}={spec!r}: {reached} ({type(value).__name__}) "
+                                     f"has no attribute {attr!r}") from None
+        return value
+
+    get.spec_head = head
+    return get
+
+
+def _returns_function(returns) -> Callable:
+    if callable(returns):
+        return returns
+    if isinstance(returns, str):
+        returns = (returns,)
+    if (isinstance(returns, (tuple, list)) and returns
+            and all(isinstance(r, str) and r in _RETURNABLE for r in returns)):
+        names = tuple(returns)
+        if names == ("penalty",):
+            return lambda penalty, norms: penalty
+        return lambda penalty, norms: tuple(penalty if r == "penalty" else norms for r in names)
+    raise ValueError(f"returns must be 'penalty', a tuple of 'penalty' and 'norms' in the "
+                     f"original's order, or a callable(penalty, norms), got {returns!r}")
+
+
+def _method_function(target, where: str) -> Tuple[Callable, bool]:
+    """(the plain function behind the class attribute, whether it is a staticmethod)."""
+    if isinstance(target, staticmethod):
+        return target.__func__, True
+    if inspect.isfunction(target):
+        return target, False
+    raise IncompatibleSignatureError(
+        f"{where} must be a function defined in the class body or a staticmethod, got "
+        f"{type(target).__name__}; classmethods and other descriptors cannot be patched")
+
+
+def _lambda_hint(params) -> str:
+    named = [n for n in params if "lambda" in n.lower() or n.lower() in ("gp_weight", "weight")]
+    if named:
+        return f" (this method has a parameter {named[0]!r}: lambda_gp={named[0]!r} reads it)"
+    return ""
+
+
+def _plan(layout: MethodLayout, func: Callable, is_static: bool, where: str) -> _Plan:
+    sig = inspect.signature(func)
+    params = dict(sig.parameters)
+    self_name = None
+    if not is_static:
+        first = next(iter(params.values()), None)
+        if first is None or first.kind not in (inspect.Parameter.POSITIONAL_ONLY,
+                                               inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            raise IncompatibleSignatureError(f"{where} has signature {sig}: a method needs a "
+                                             f"first positional parameter for the instance")
+        self_name = first.name
+    if layout.lambda_gp is None:
+        raise TypeError(
+            f"patch_method({where}, ...) needs lambda_gp: where the original's factor comes "
+            f"from (a number, a parameter name, or 'self.<attribute>'; 1.0 when the caller "
+            f"multiplies){_lambda_hint(params)}. It has no default because codes use 10, 1 and "
+            f"0.1, and a wrong default would silently rescale the penalty")
+
+    def getter(option, spec, constant=True):
+        return _spec_getter(option, spec, params, self_name, where, constant=constant)
+
+    critic = getter("critic", layout.critic)
+    if not isinstance(layout.critic, str) and not callable(layout.critic):
+        raise TypeError(f"critic must be a spec (a str) or a callable, got {layout.critic!r}")
+    if not isinstance(layout.lambda_gp, str):
+        V.finite("lambda_gp", layout.lambda_gp)
+    inputs = [getter(f"inputs[{i}]", spec) for i, spec in enumerate(layout.inputs)]
+    critic_kwargs = [(key, getter(f"critic_kwargs[{key!r}]", spec))
+                     for key, spec in layout.critic_kwargs]
+    lam, pac = getter("lambda_gp", layout.lambda_gp), getter("pac", layout.pac)
+    device = None
+    if layout.device is not None:
+        spec = layout.device
+        head = spec.split(".")[0] if isinstance(spec, str) else None
+        if head is not None and head not in params and not (head == "self" and self_name):
+            try:
+                spec = torch.device(spec)
+            except (TypeError, RuntimeError):
+                raise ValueError(f"device={spec!r} names neither a parameter of {where} nor a "
+                                 f"device") from None
+        device = getter("device", spec)
+    used = {getattr(g, "spec_head", None) for g in [critic, lam, pac, device, *inputs]
+            + [g for _, g in critic_kwargs]}
+    free = [p.name for p in params.values() if p.name != self_name and p.name not in used
+            and p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                           inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    real_spec = layout.real if layout.real is not None else (free[0] if free else None)
+    fake_spec = layout.fake if layout.fake is not None else (
+        next((n for n in free if n != real_spec), None))
+    if real_spec is None or fake_spec is None:
+        raise IncompatibleSignatureError(
+            f"{where} has signature {sig}: name the parameters holding the real and the fake "
+            f"batch (real=..., fake=...); no two are left after the critic, lambda and inputs")
+    real = getter("real", real_spec, constant=False)
+    fake = getter("fake", fake_spec, constant=False)
+    if layout.alpha_fn is not None and not callable(layout.alpha_fn):
+        raise TypeError(f"alpha_fn must be callable as alpha_fn(m, like), got "
+                        f"{layout.alpha_fn!r}")
+    if layout.record is not None and not callable(layout.record):
+        raise TypeError(f"record must be callable as record(self, norms), got {layout.record!r}")
+    if not isinstance(layout.detach_inputs, bool):
+        raise TypeError(f"detach_inputs must be a bool, got {layout.detach_inputs!r}")
+    V.finite("eps", layout.eps, minimum=0.0)
+    dims = layout.norm_dims
+    if not (dims is None or dims == "all" or isinstance(dims, int) or (
+            isinstance(dims, tuple) and dims and all(isinstance(d, int) for d in dims))):
+        raise TypeError(f"norm_dims must be None, 'all', an axis or a tuple of axes, got "
+                        f"{dims!r}")
+    return _Plan(sig=sig, self_name=self_name, critic=critic, real=real, fake=fake,
+                 real_name=real_spec, inputs=inputs, critic_kwargs=critic_kwargs, lambda_gp=lam,
+                 pac=pac, device=device, returns=_returns_function(layout.returns),
+                 layout=layout)
+
+
+def _detached(value):
+    if isinstance(value, Tensor):
+        return value.detach()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_detached(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _detached(v) for k, v in value.items()}
+    return value
+
+
+def _differences(got, want, path: str) -> List[str]:
+    """Where two results differ beyond float32 rounding, as 'path: got vs original' lines."""
+    if isinstance(want, Tensor) or isinstance(got, Tensor):
+        if not (isinstance(want, Tensor) and isinstance(got, Tensor)):
+            return [f"{path}: {type(got).__name__} vs {type(want).__name__}"]
+        g, w = got.detach().to(torch.float64).cpu(), want.to(torch.float64).cpu()
+        if g.shape != w.shape:
+            return [f"{path}: shape {list(g.shape)} vs {list(w.shape)}"]
+        if not torch.allclose(g, w, rtol=_VERIFY_RTOL, atol=_VERIFY_ATOL):
+            return [f"{path}: {g.flatten()[:4].tolist()} vs {w.flatten()[:4].tolist()}"]
+        return []
+    if isinstance(want, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(want):
+            return [f"{path}: {type(got).__name__} vs {type(want).__name__} of {len(want)}"]
+        return [d for i, (g, w) in enumerate(zip(got, want))
+                for d in _differences(g, w, f"{path}[{i}]")]
+    if isinstance(want, (int, float)) and isinstance(got, (int, float)):
+        if not math.isclose(got, want, rel_tol=_VERIFY_RTOL, abs_tol=_VERIFY_ATOL):
+            return [f"{path}: {got} vs {want}"]
+        return []
+    return [] if got == want else [f"{path}: {got!r} vs {want!r}"]
+
+
+def _make_layout_replacement(handle_box: list, func: Callable, plan: _Plan,
+                             backend: str) -> Callable:
+    layout = plan.layout
+
+    @functools.wraps(func)
+    def replacement(*args, **kwargs):
+        bound = plan.sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        handle = handle_box[0]
+        owner = a[plan.self_name] if plan.self_name else None
+        critic, real, fake = plan.critic(a), plan.real(a), plan.fake(a)
+        if plan.device is not None:
+            V.tensor(plan.real_name, real)
+            check_device("device", plan.device(a), real, plan.real_name)
+        reference = None
+        if not handle.verified:
+            try:
+                with _rng_forked(getattr(real, "device", None)):
+                    with _buffers_restored(critic), _buffers_restored(owner):
+                        reference = _detached(func(*args, **kwargs))
+            except Exception as exc:  # the unpatched code would fail here too: say so, go on
+                warnings.warn(
+                    f"could not check wgangp_fast's penalty against the original "
+                    f"{_qualname(handle.cls, handle.name)}, which raised {exc!r} on this call; "
+                    f"the fused penalty is used without that check", RuntimeWarning,
+                    stacklevel=2)
+                handle.verified = True
+        if reference is None and not handle.checked:
+            warn_if_norm_axes_ambiguous(real, layout.norm_dims, stacklevel=2)
+        penalty, norms = gradient_penalty(
+            critic, real, fake, *[g(a) for g in plan.inputs], lambda_gp=plan.lambda_gp(a),
+            pac=plan.pac(a), alpha_fn=layout.alpha_fn, eps=layout.eps,
+            norm_dims=layout.norm_dims, detach_inputs=layout.detach_inputs,
+            critic_kwargs={key: g(a) for key, g in plan.critic_kwargs} or None,
+            return_norms=True, backend=backend)
+        if layout.record is not None and reference is None:
+            layout.record(owner, norms.detach())
+        value = plan.returns(penalty, norms)
+        if reference is not None:
+            differences = _differences(value, reference, "result")
+            if differences:
+                raise RuntimeError(
+                    f"wgangp_fast's result differs from the original "
+                    f"{_qualname(handle.cls, handle.name)} for the same RNG state "
+                    f"({'; '.join(differences)}; wgangp_fast first): the options given to "
+                    f"patch_method do not describe this method. Check lambda_gp, pac, eps, "
+                    f"norm_dims, which arguments are real and fake, how alpha is drawn "
+                    f"(alpha_fn) and returns; the patch is still active: handle.unpatch()")
+            handle.verified = handle.checked = True
+        return value
+
+    replacement.__wgangp_fast_patch__ = True
+    return replacement
+
+
+def _layout_options(backend: str, verify: bool, layout: Dict[str, Any]) -> Dict[str, Any]:
+    options = _validate_options(backend, verify)
+    given = {k: v for k, v in layout.items() if v is not None}
+    if not given:
+        return options
+    for key in ("inputs",):
+        if key in given:
+            value = given[key]
+            given[key] = (value,) if isinstance(value, str) else tuple(value)
+    if "critic_kwargs" in given:
+        if not isinstance(given["critic_kwargs"], dict):
+            raise TypeError(f"critic_kwargs must be a dict {{keyword: spec}}, got "
+                            f"{given['critic_kwargs']!r}")
+        given["critic_kwargs"] = tuple(given["critic_kwargs"].items())
+    if isinstance(given.get("returns"), list):
+        given["returns"] = tuple(given["returns"])
+    if isinstance(given.get("norm_dims"), list):
+        given["norm_dims"] = tuple(given["norm_dims"])
+    given.setdefault("lambda_gp", None)
+    options["layout"] = MethodLayout(**given)
+    return options
+
+
+
 def _validate_options(backend: str, verify: bool) -> Dict[str, Any]:
     names = ("auto",) + tuple(backends.BACKENDS)
     if not isinstance(backend, str):
@@ -264,12 +601,21 @@ def _patch(cls: type, name: str, options: Dict[str, Any],
             target = inspect.getattr_static(cls, name)
         except AttributeError:
             raise AttributeError(f"{cls.__qualname__} has no method {name!r}") from None
-        if getattr(target, "__wgangp_fast_patch__", False):
+        if getattr(getattr(target, "__func__", target), "__wgangp_fast_patch__", False):
             raise RuntimeError(f"{cls.__qualname__}.{name} is inherited from a class that "
                                f"wgangp_fast has patched; patch or unpatch that class instead")
-        sig = check_signature(target, defaults=defaults, where=f"{cls.__qualname__}.{name}")
+        where = f"{cls.__qualname__}.{name}"
         box: list = []
-        replacement = _make_replacement(box, target, sig, options["backend"])
+        layout = options.get("layout")
+        if layout is None:
+            sig = check_signature(target, defaults=defaults, where=where)
+            replacement = _make_replacement(box, target, sig, options["backend"])
+        else:
+            func, is_static = _method_function(target, where)
+            plan = _plan(layout, func, is_static, where)
+            replacement = _make_layout_replacement(box, func, plan, options["backend"])
+            if is_static:
+                replacement = staticmethod(replacement)
         handle = PatchHandle(cls, name, original, options, replacement)
         box.append(handle)
         setattr(cls, name, replacement)
@@ -278,14 +624,46 @@ def _patch(cls: type, name: str, options: Dict[str, Any],
 
 
 def patch_method(cls: type, name: str = "calc_gradient_penalty", *, backend: str = "auto",
-                 verify: bool = True) -> PatchHandle:
-    """Replace `cls.<name>` (CTGAN signature) by the fused penalty; returns the handle.
+                 verify: bool = True, lambda_gp=None, critic=None, real: Optional[str] = None,
+                 fake: Optional[str] = None, inputs=None, critic_kwargs: Optional[dict] = None,
+                 pac=None, device=None, alpha_fn: Optional[Callable] = None,
+                 eps: Optional[float] = None, norm_dims=None,
+                 detach_inputs: Optional[bool] = None, returns=None,
+                 record: Optional[Callable] = None) -> PatchHandle:
+    """Replace `cls.<name>` by the fused penalty; returns the handle.
 
-    backend: the wgangp_fast backend ("auto" picks by device). verify: check the first call
-    against the original method (run on a copy of the RNG state, module buffers restored).
+    With none of the layout options, the method must have CTGAN's signature
+    `(self, real_data, fake_data, device, pac, lambda_)` (see the module docstring). With any of
+    them, it may have any signature, and the options say what it reads (a spec is a parameter
+    name or an attribute path from one, "self.D"; see `MethodLayout`):
+
+    - lambda_gp (required here): a number or a spec ("self.gp_weight", "lambda_", whose value
+      or signature default the call supplies); 1.0 where the caller multiplies.
+    - critic: "self" (default), a spec ("self.D", "netD"), or a callable.
+    - real, fake: parameter names; default the first two parameters no other option uses.
+    - inputs: specs of the critic's other positional inputs (("labels",)); critic_kwargs:
+      {keyword: spec} for the critic's keyword inputs.
+    - pac: a number or spec (default 1). device: a spec or device of the original's
+      `device=` for alpha, checked to be the data's device (the original fails elsewhere).
+    - alpha_fn(m, like): how the original draws alpha when not `torch.rand(N // pac)` on the
+      data's device. eps: inside the square root (`sqrt(sum(g^2) + 1e-12)`). norm_dims: the
+      norm's axes when not every non-batch axis.
+    - detach_inputs: default True (originals use `.data`); False keeps the generator's graph.
+    - returns: "penalty" (default), ("penalty", "norms") in the original's order, or
+      callable(penalty, norms) building what the original returns. record: callable(self,
+      norms) for the original's bookkeeping (`self.losses["gradient_norm"].append(...)`),
+      called with detached per-group norms.
+
+    backend: the wgangp_fast backend ("auto" picks by device). verify: run the original on the
+    first call too (same RNG state for torch, numpy and random; module buffers restored) and
+    compare results. The original's side effects of that call stand, so `record` skips it.
     Already patched with the same options: a RuntimeWarning and the existing handle.
     """
-    handle, _ = _patch(cls, name, _validate_options(backend, verify))
+    options = _layout_options(backend, verify, dict(
+        lambda_gp=lambda_gp, critic=critic, real=real, fake=fake, inputs=inputs,
+        critic_kwargs=critic_kwargs, pac=pac, device=device, alpha_fn=alpha_fn, eps=eps,
+        norm_dims=norm_dims, detach_inputs=detach_inputs, returns=returns, record=record))
+    handle, _ = _patch(cls, name, options)
     return handle
 
 
@@ -313,9 +691,14 @@ def get_handle(cls: type, name: str = "calc_gradient_penalty") -> PatchHandle | 
 
 @contextlib.contextmanager
 def patched_method(cls: type, name: str = "calc_gradient_penalty", *, backend: str = "auto",
-                   verify: bool = True) -> Iterator[PatchHandle]:
-    """`with patched_method(cls):` patches for the block; a patch made before it is left alone."""
-    options = _validate_options(backend, verify)
+                   verify: bool = True, **layout) -> Iterator[PatchHandle]:
+    """`with patched_method(cls, ...):` patches for the block (the options of `patch_method`);
+    a patch made before it is left alone."""
+    unknown = sorted(set(layout) - set(_LAYOUT_OPTIONS))
+    if unknown:
+        raise TypeError(f"patched_method got unknown options {unknown}; the layout options are "
+                        f"{', '.join(_LAYOUT_OPTIONS)}")
+    options = _layout_options(backend, verify, layout)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         handle, created = _patch(cls, name, options)

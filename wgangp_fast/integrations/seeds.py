@@ -10,7 +10,8 @@ Each draws one alpha per sample as the seeds do (`torch.rand(B, 1, 1, 1, device=
 same B values as `torch.rand(B, device=device)`, from the RNG of the `device` argument) and moves
 it to the data, so for the same RNG state it returns the seed's value up to float rounding. The
 seeds' alpha shape broadcasts per sample only for 4-D [B, C, H, W] batches, the case they are
-written for; these drop-ins treat every rank per sample.
+written for; these drop-ins treat every rank per sample. Like the seeds, they keep the graph of
+real and fake (the caller detaches the generator's output, as the seeds' loops do).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _seed_penalty(critic, real: Tensor, fake: Tensor, device, lambda_gp) -> Tens
     V.pair(real, fake)
     alpha = torch.rand(real.shape[0], device=device)
     return _fused_penalty(critic, real, fake, lambda_gp=lambda_gp,
-                          alpha=alpha.to(real.device))
+                          alpha=alpha.to(real.device), detach_inputs=False)
 
 
 def compute_gradient_penalty(critic, real: Tensor, fake: Tensor, device) -> Tensor:
