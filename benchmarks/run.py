@@ -4,7 +4,7 @@
     python benchmarks/run.py --device cuda --suite ops --quick
 
 Results go to benchmarks/results/<device>-<yyyymmdd>.csv/.md/.png; the logic lives in
-wgangp_fast/bench.py so the installed package's CLI runs the same code.
+wgangp_fast/bench/ so the installed package's CLI runs the same code.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """pytest-benchmark of the fused ops against the eager seed-000 code (`make bench`).
 
-Same cases as `python benchmarks/run.py --suite ops` (wgangp_fast/bench.py), fewer sizes; the
+Same cases as `python benchmarks/run.py --suite ops` (wgangp_fast/bench/ops.py), fewer sizes; the
 timed function synchronises the GPU, so a round is the whole op, not its launch.
 """
 

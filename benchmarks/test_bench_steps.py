@@ -1,7 +1,7 @@
 """pytest-benchmark of one critic step: the seed code's penalty (`reference`), the drop-in
 `wgangp_fast.gradient_penalty` in the same loop, and no penalty (`make bench`).
 
-Same steps as `python benchmarks/run.py --suite steps` (wgangp_fast/bench.py); the timed function
+Same steps as `python benchmarks/run.py --suite steps` (wgangp_fast/bench/steps.py); the timed function
 synchronises the GPU.
 """
 

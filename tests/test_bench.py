@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from wgangp_fast import bench, reference
+from wgangp_fast import steps as steps_mod
 
 EXPECTED_HEADER = ("device,date,kind,name,backend,dtype,size_bytes,median_ms,p20_ms,p80_ms,"
-                   "gbps,copy_gbps,peak_mem_mb,torch,triton")
+                   "gbps,copy_gbps,peak_mem_mb,torch,triton,setup_s")
 TINY = ["--device", "cpu", "--sizes", "0.0625", "--repeats", "2", "--threads", "1"]
 
 
@@ -38,8 +39,11 @@ def _keep_threads():
 def results(tmp_path_factory, _keep_threads):
     out = tmp_path_factory.mktemp("bench")
     assert bench.main(TINY + ["--suite", "ops", "--out", str(out)]) == 0
-    assert bench.main(TINY + ["--suite", "steps", "--critics", "ctgan", "mlp28",
-                              "--clock", "cpu", "--out", str(out)]) == 0
+    # the compiled step mode through aot_eager: the plumbing is tested, not inductor (seconds)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(steps_mod, "DEFAULT_COMPILE_OPTIONS", {"backend": "aot_eager"})
+        assert bench.main(TINY + ["--suite", "steps", "--critics", "ctgan", "mlp28",
+                                  "--clock", "cpu", "--iterations", "--out", str(out)]) == 0
     (csv_path,) = out.glob("*.csv")
     return out, csv_path
 
@@ -53,8 +57,10 @@ def test_csv_has_the_schema_and_both_suites(results):
     steps = [r for r in rows if r["kind"] == "step"]
     assert {r["name"] for r in ops} == {n + s for n in bench.OP_NAMES for s in ("", "@image")}
     assert {r["backend"] for r in ops} == {"cpu", "reference"}
+    variants = ("reference", "wgangp_fast", "eager", "compile", "no_penalty")  # no graphs on CPU
     assert {(r["name"], r["backend"]) for r in steps} == {
-        (c, v) for c in ("ctgan", "mlp28") for v in bench.STEP_BACKENDS}
+        (c + it, v) for c in ("ctgan", "mlp28") for it in ("", bench.ITERATION_SUFFIX)
+        for v in variants}
     for r in rows:
         assert r["device"] == bench.device_label(torch.device("cpu"))
         assert r["torch"] == torch.__version__
@@ -67,6 +73,10 @@ def test_csv_has_the_schema_and_both_suites(results):
             assert float(r["gbps"]) > 0 and float(r["copy_gbps"]) > 0
         else:
             assert r["gbps"] == "" and r["copy_gbps"] == ""
+        # the setup time of a mode that compiles, and only of those
+        assert (r["setup_s"] != "") == (r["backend"] == "compile")
+        if r["setup_s"]:
+            assert float(r["setup_s"]) > 0
     assert (out / csv_path.name.replace(".csv", ".md")).read_text().count("| --- |") >= 3
     assert (out / csv_path.name.replace(".csv", ".png")).stat().st_size > 0
 
@@ -78,7 +88,7 @@ def test_ratios_are_positive_and_finite(results):
     assert len(speedups) == 2 * len(bench.OP_NAMES)
     assert all(math.isfinite(s) and s > 0 for _, s in speedups)
     steps = bench.step_ratios(rows)
-    assert [s["name"] for s in steps] == ["mlp28", "ctgan"]
+    assert [s["name"] for s in steps] == ["mlp28", "ctgan", "mlp28-iteration", "ctgan-iteration"]
     for s in steps:
         for key in ("a/b", "b/c", "a/c"):
             assert math.isfinite(s[key]) and s[key] > 0
@@ -94,6 +104,27 @@ def test_rerun_replaces_rows_instead_of_appending(results):
     assert len(keys) == len(set(keys)) == len(before)
 
 
+def test_mode_table_has_every_variant_against_the_seed_code(results):
+    _, csv_path = results
+    modes = bench.mode_speedups(bench.read_csv(csv_path))
+    assert [m["name"] for m in modes] == ["mlp28", "ctgan", "mlp28-iteration", "ctgan-iteration"]
+    for m in modes:
+        assert m["variants"] == ["reference", "wgangp_fast", "eager", "compile", "no_penalty"]
+        assert m["speedup"]["reference"] == 1.0
+        assert all(math.isfinite(x) and x > 0 for x in m["speedup"].values())
+    text = csv_path.with_suffix(".md").read_text()
+    assert "## Steps and iterations by mode" in text and "| mlp28-iteration | float32 |" in text
+
+
+def test_results_without_the_setup_column_still_read(tmp_path):
+    """Files written before the step modes (no setup_s) load with it empty."""
+    path = tmp_path / "old.csv"
+    path.write_text(",".join(bench.HEADER[:-1]) + "\n"
+                    + "d,2026-11-22,op,roundtrip,cpu,float32,8,1,1,1,1,1,0,t,\n")
+    (row,) = bench.read_csv(path)
+    assert row["setup_s"] == "" and row["median_ms"] == "1"
+
+
 def test_wrong_header_is_refused(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("device,date,kind\n")
@@ -104,7 +135,7 @@ def test_wrong_header_is_refused(tmp_path):
 def test_merge_keeps_old_rows_and_replaces_same_key():
     def row(name, backend, ms):
         return dict(zip(bench.HEADER, ["d", "2024-01-01", "op", name, backend, "float32", "8",
-                                       ms, ms, ms, "1", "1", "0", "t", ""]))
+                                       ms, ms, ms, "1", "1", "0", "t", "", ""]))
 
     merged = bench.merge_rows([row("roundtrip", "cpu", "2"), row("interpolate", "cpu", "1")],
                               [row("roundtrip", "cpu", "3")])
@@ -177,5 +208,5 @@ def test_step_markdown_reports_the_paired_ratios(results):
     out, csv_path = results
     text = csv_path.with_suffix(".md").read_text()
     for critic in ("ctgan", "mlp28"):
-        assert re.search(rf"- {critic} float32: paired a/b \d+\.\d+, 95% CI \[\d+\.\d+, \d+\.\d+\]",
-                         text)
+        assert re.search(rf"- {critic} float32: reference / variant, paired, 95% CI, \d+ rounds: "
+                         rf"wgangp_fast \d+\.\d+ \[\d+\.\d+, \d+\.\d+\]; eager", text)
