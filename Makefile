@@ -31,6 +31,7 @@ build: $(BIN)/.built
 test: build
 	$(BIN)/python -m pytest tests -m "not triton_interp" -q
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest tests -m triton_interp -q
+	WGANGP_FAST_GPU_TESTS_DRY_RUN=1 $(BIN)/python -m pytest tests/test_steps_gpu.py -q
 	$(MAKE) gpu-tests-dry GPU_DRY_ARGS='-k "not float32 and not float16 and not large_layouts and not repeated_calls"'
 
 # The triton half of tests/test_gpu.py on CPU tensors under the Triton interpreter: catches bugs

@@ -2,7 +2,7 @@
 # The one command run on the GPU machine (`make gpu-check`): machine and versions, the build with
 # the CUDA extension forced, the GPU tests, the op and step benchmarks, the rest of the test suite
 # and the shared op matrix on CUDA tensors. Every stage has a time limit and the whole run fits
-# in GPU_CHECK_BUDGET_S seconds (default 540); stages run most valuable first, so a slow machine
+# in GPU_CHECK_BUDGET_S seconds (default 570); stages run most valuable first, so a slow machine
 # loses the least useful results. Needs no network.
 #
 # Logs and results go to build/gpu_check/ and, when $OUT names a folder, into it (up to 6 files):
@@ -17,7 +17,7 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PY=${PYTHON:-python3}
-BUDGET=${GPU_CHECK_BUDGET_S:-540}
+BUDGET=${GPU_CHECK_BUDGET_S:-570}
 LOGS=$ROOT/build/gpu_check
 RESULTS=$ROOT/benchmarks/results
 START=$(date +%s)
@@ -138,10 +138,18 @@ benchmarks() {
     note "benchmarks: SKIPPED (benchmarks/run.py is missing from this checkout)"
     return 0
   fi
-  # `--suite all` as two runs: each writes its rows as soon as it ends, so a time limit in the
-  # second keeps the first's; run.py merges both into the same CSV and markdown.
+  # Several runs: each writes its rows as soon as it ends, so a time limit in a later one keeps
+  # the earlier ones'; run.py merges them into one CSV and markdown (each run's paired ratios are
+  # measured side by side within it). First the whole-step modes that need no compiling, with
+  # whole iterations; then the compiled modes (inductor compiles for tens of seconds each).
+  stage bench-steps-graph 170 "$PY" benchmarks/run.py --device cuda --suite steps \
+    --dtypes float32 --modes eager graph --iterations --out "$RESULTS"
+  stage bench-steps-compile 170 "$PY" benchmarks/run.py --device cuda --suite steps \
+    --dtypes float32 --modes compile compile+graph --critics mlp28 ctgan --no-iterations \
+    --out "$RESULTS"
+  stage bench-steps-bf16 100 "$PY" benchmarks/run.py --device cuda --suite steps \
+    --dtypes bfloat16 --modes eager graph --no-iterations --out "$RESULTS"
   stage bench-ops 200 "$PY" benchmarks/run.py --device cuda --suite ops --out "$RESULTS"
-  stage bench-steps 150 "$PY" benchmarks/run.py --device cuda --suite steps --out "$RESULTS"
   stage host-overhead 60 "$PY" benchmarks/host_overhead.py --device cuda
 }
 
@@ -162,18 +170,16 @@ main() {
     nm -C --defined-only "$so" 2>/dev/null | grep -E '_M_insert|num_put' | head -5
     ldd "$so" 2>/dev/null | grep -E 'libstdc\+\+|libgcc' || true
   done
-  # Each kernel op of cuda and triton alone: error against the reference, device time and its
-  # share of copy bandwidth with the host overhead hidden (the benchmark's figures include it).
-  if gpu_visible; then
-    stage cuda-diag 90 "$PY" scripts/cuda_diag.py
-  fi
   # One process per backend, the error-path tests in their own: a crash (the first H100 runs
   # segfaulted in test_kernel_ops_reject_mixed_devices_and_wrong_dtypes) then loses one stage,
   # not the others' results; failures reach $LOGS/failures.txt as they happen. cuda first: "auto"
   # takes it on CUDA tensors, and its tests take seconds where triton's compile for minutes.
   local errors="test_kernel_ops_reject_mixed_devices_and_wrong_dtypes"
+  # The whole-step modes first: CUDA-graph capture can only be tested here.
+  pytest_stage gpu-tests-steps 150 tests/test_steps_gpu.py
   pytest_stage gpu-tests-cuda 120 tests/test_gpu.py tests/test_cuda_build.py \
     -k "not triton and not $errors"
+  pytest_stage non-finite-cuda 40 WGANGP_FAST_TEST_DEVICE=cuda tests/test_non_finite.py
   if ! pytest_stage gpu-tests-errors 40 tests/test_gpu.py -k "$errors" &&
     command -v cuda-gdb >/dev/null; then
     # The same test again under cuda-gdb (installed on the lent machines): the native backtrace
@@ -182,6 +188,11 @@ main() {
       -ex "bt 40" --args "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "$errors"
   fi
   benchmarks
+  # Each kernel op of cuda and triton alone: error against the reference, device time and its
+  # share of copy bandwidth with the host overhead hidden (the benchmark's figures include it).
+  if gpu_visible; then
+    stage cuda-diag 90 "$PY" scripts/cuda_diag.py
+  fi
   # Then the rest of the suite (its gpu-marked tests run here, and "auto" on CUDA tensors), the
   # shared op matrix (tests/cases.py) on CUDA tensors, and last triton's GPU tests (JIT compiles:
   # minutes). The first two with four pytest workers where pytest-xdist is installed (it is on the
@@ -191,7 +202,7 @@ main() {
     par=(-n 4)
   fi
   pytest_stage suite 150 tests -m "not triton_interp" ${par[@]+"${par[@]}"} \
-    --ignore=tests/test_gpu.py --ignore=tests/test_cuda_build.py
+    --ignore=tests/test_gpu.py --ignore=tests/test_cuda_build.py --ignore=tests/test_steps_gpu.py
   local shared
   shared=$(grep -l "from \.cases import" tests/test_*.py | grep -v "tests/test_gpu.py" |
     tr '\n' ' ')
