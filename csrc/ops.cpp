@@ -1,10 +1,12 @@
 // The dispatcher: schemas of the wgangp_fast kernel ops and their CPU registrations.
 //
-// These four ops are the kernel-level contract every compiled backend implements (see DESIGN.md).
-// The CUDA implementations live in a separate extension (wgangp_fast._C_cuda, csrc/cuda) that
-// registers the CUDA dispatch key for the same schemas, so a machine without a CUDA toolkit still
-// gets a working CPU build. Autograd, argument checking and backend choice are in Python
-// (wgangp_fast/ops.py); these ops are pure functions of their inputs.
+// These four ops are the kernel-level contract every compiled backend implements: interpolate and
+// its backward, the penalty forward (output and per-group norms) and its backward, with the
+// formulas of README's "The ops". The CUDA implementations live in a separate extension
+// (wgangp_fast._C_cuda, csrc/cuda) that registers the CUDA dispatch key for the same schemas, so a
+// machine without a CUDA toolkit still gets a working CPU build. The ops' first-order autograd is
+// C++ (csrc/autograd.cpp), their second order and the argument checks and backend choice are
+// Python (wgangp_fast/ops); the kernels are pure functions of their inputs.
 #include <Python.h>
 #include <torch/library.h>
 

@@ -1,6 +1,7 @@
 """The GPU kernels alone, without the op wrappers: each kernel op of the cuda and triton backends,
 its largest error against the reference formulas, and its device time per call with calls queued
-back to back, as GB/s by DESIGN.md's byte count and as a share of a device copy of the same tensor
+back to back, as GB/s by the necessary byte count (3b per element for interpolate, b for the
+penalty forward, 2b for its backward) and as a share of a device copy of the same tensor
 timed the same way. Queued calls hide the host's cost only where it is below the GPU's, so each op
 also gets the summed duration of its kernels from the profiler ("kernels"): where the two differ,
 the call is bound by host work. A stage of `make gpu-check`:

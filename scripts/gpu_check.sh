@@ -162,16 +162,17 @@ main() {
   info
   build
   stage status 60 "$PY" -c "import wgangp_fast, pprint; pprint.pprint(wgangp_fast.backend_status())"
-  # Stream code the CUDA extension carries itself instead of taking it from libstdc++ (the H100
-  # build crashed in its own copy of std::ostream::_M_insert<long>; see csrc/common/geometry.h).
+  # Stream code the CUDA extension carries itself instead of taking it from libstdc++ (a build
+  # with its own copy of std::ostream::_M_insert<long> crashed formatting integers; see
+  # csrc/common/geometry.h).
   echo "=== stream symbols defined in the extensions"
   for so in wgangp_fast/_C*.so; do
     echo "$so: $(nm -C --defined-only "$so" 2>/dev/null | grep -cE 'std::(basic_)?ostream|num_put')"
     nm -C --defined-only "$so" 2>/dev/null | grep -E '_M_insert|num_put' | head -5
     ldd "$so" 2>/dev/null | grep -E 'libstdc\+\+|libgcc' || true
   done
-  # One process per backend, the error-path tests in their own: a crash (the first H100 runs
-  # segfaulted in test_kernel_ops_reject_mixed_devices_and_wrong_dtypes) then loses one stage,
+  # One process per backend, the error-path tests in their own: a crash (a native one in an error
+  # path, say, as in test_kernel_ops_reject_mixed_devices_and_wrong_dtypes) then loses one stage,
   # not the others' results; failures reach $LOGS/failures.txt as they happen. cuda first: "auto"
   # takes it on CUDA tensors, and its tests take seconds where triton's compile for minutes.
   local errors="test_kernel_ops_reject_mixed_devices_and_wrong_dtypes"

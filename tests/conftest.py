@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
+import torch
+
 _LOG = os.environ.get("WGANGP_FAST_FAILURE_LOG")
 
 
@@ -19,3 +22,14 @@ def pytest_runtest_logreport(report):
         fh.write(f"=== FAILED {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test. The models of the trainer, integration and step tests
+    are tiny: a second thread buys nothing, and on a busy 2-core machine OpenMP workers spin
+    against each other and slow every op down many times."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -15,15 +15,7 @@ import torch
 
 from wgangp_fast import cli
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These models are tiny: one intra-op thread is fastest, and on a busy machine extra OpenMP
-    # threads spin against each other and slow every op down many times.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = ["--steps", "2", "--batch", "16", "--hidden-dim", "8", "--latent-dim", "4", "--n-critic",

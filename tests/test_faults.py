@@ -78,12 +78,7 @@ CHILD = textwrap.dedent("""
 """).replace("**SETTINGS", ", ".join(f"{k}={v!r}" for k, v in SETTINGS.items()))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

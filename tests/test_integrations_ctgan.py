@@ -30,14 +30,7 @@ def _leave_ctgan_unpatched():
     assert Discriminator.__dict__[METHOD] is ORIGINAL
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These models are tiny: a second intra-op thread buys nothing and, on a busy 2-core machine,
-    # makes every op wait for a starved worker (10x slower fits).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _iris_frame():

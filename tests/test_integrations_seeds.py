@@ -11,14 +11,7 @@ from wgangp_fast.integrations import seeds
 
 from .cases import FUSED_GRAD_FN, node_name
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny critics: a second intra-op thread buys nothing and stalls on a busy 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def seed002_compute_gradient_penalty(critic, real, fake, device):

@@ -16,12 +16,7 @@ from wgangp_fast.penalty import gradient_penalty, norm_layout, per_group_alpha
 F64 = {"rtol": 1e-12, "atol": 1e-13}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Dense(nn.Module):

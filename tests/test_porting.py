@@ -22,12 +22,7 @@ DT = torch.float64
 PENALTY_RTOL = 1e-12
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cpu_then_move(m, like):

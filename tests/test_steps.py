@@ -24,12 +24,7 @@ from wgangp_fast.steps import CriticStep, GeneratorStep, TrainStep
 FAST = {"backend": "aot_eager"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -14,15 +14,7 @@ import torch
 from wgangp_fast import trainer as trainer_mod
 from wgangp_fast.trainer import NonFiniteLossError, WGANGPConfig, WGANGPTrainer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These models are tiny: one intra-op thread is fastest, and on a busy machine extra OpenMP
-    # threads spin against each other and slow every op down many times.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CSV = "x,y,kind\n" + "".join(f"{i * 0.5:.2f},{(i * 7) % 5},{'ab'[i % 2]}\n" for i in range(40))

@@ -11,13 +11,7 @@ import torch
 from wgangp_fast import reference
 from wgangp_fast.trainer import NonFiniteLossError, WGANGPConfig, WGANGPTrainer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(dataset="ring8", **kw):

@@ -12,16 +12,14 @@ import torch
 from wgangp_fast import cli, steps
 from wgangp_fast.trainer import WGANGPConfig, WGANGPTrainer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(autouse=True)
-def _one_thread_and_cheap_compiles(monkeypatch):
+def _cheap_compiles(monkeypatch):
     # aot_eager: dynamo and AOTAutograd without inductor's code generation (seconds, not tens);
     # it runs the random ops eagerly in program order, as the graph simulation does
     monkeypatch.setattr(steps, "DEFAULT_COMPILE_OPTIONS", {"backend": "aot_eager"})
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def small(step_mode, **kw):

@@ -4,7 +4,7 @@ tested against.
 - `ctgan_gradient_penalty`: the CTGAN-style penalty of seed 000 with CTGAN's `lambda_` factor
   (alpha per pac group, norm over `view(-1, pac * D)`).
 - `per_sample_gradient_penalty`: the per-sample penalty of seeds 002/003, for inputs of any rank.
-- `interpolate` and `gradient_norm_penalty`: the full op contract of DESIGN.md in eager ops, with
+- `interpolate` and `gradient_norm_penalty`: the full op contract (README, "The ops") in eager ops, with
   autograd left to PyTorch (torch.linalg.vector_norm's zero-norm subgradient included).
 """
 

@@ -11,12 +11,11 @@
 
 namespace wgangp_fast {
 
-// Integers in error messages go through std::to_string, never through `ostream << int64_t`: on the
-// lent H100 machine (torch 2.11, CUDA 13) the CUDA extension crashed inside its own copy of
-// std::ostream::_M_insert<long> while formatting "N=4" for a failed check (cuda-gdb backtrace,
-// 2026-11-22); strings and torch's own types formatted fine. An extension that carries its own
-// libstdc++ fails that way: linked with -static-libstdc++ on the CI machine, the integer is lost
-// from the message (tests/test_error_messages_native.py builds one to hold these checks to it).
+// Integers in error messages go through std::to_string, never through `ostream << int64_t`: an
+// extension that carries its own copy of libstdc++'s stream code loses integers formatted through
+// it, or crashes there (a CUDA build did, in std::ostream::_M_insert<long>), while strings format
+// fine. tests/test_error_messages_native.py builds such an extension (-static-libstdc++) to hold
+// these checks to it.
 inline std::string decimal(int64_t v) { return std::to_string(v); }
 
 // A batch of N samples of D elements, grouped by `pac` consecutive samples into M groups of

@@ -1,5 +1,5 @@
 // The per-group arithmetic of gradient_norm_penalty, shared by the CPU and CUDA kernels so that
-// both backends evaluate exactly the same formulas (DESIGN.md, "gradient_norm_penalty").
+// both backends evaluate exactly the same formulas (README, "The ops").
 // Header-only and free of torch includes: nvcc compiles it in device code.
 #pragma once
 

@@ -2,8 +2,8 @@
 // kernels (interpolate.cu, penalty.cu) compile without them, and the host code (ops_cuda.cpp)
 // turns tensors into these arguments.
 //
-// Notation as in DESIGN.md: numel elements in M groups of G = pac * D contiguous elements. "acc"
-// is the accumulation dtype: float32, or float64 for float64 inputs. Every launcher returns the
+// Notation: numel elements of N samples of D elements each, in M = N / pac groups of
+// G = pac * D contiguous elements. "acc" is the accumulation dtype: float32, or float64 for float64 inputs. Every launcher returns the
 // first CUDA error its launches raised (cudaSuccess if none).
 #pragma once
 

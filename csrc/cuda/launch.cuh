@@ -44,7 +44,7 @@ inline int sm_count(int device) {
   if (value == 0) {
     int sms = 0;
     // The query must run before `sms` is read: function arguments have no evaluation order, and
-    // reading it in the same call read 0 and clamped every grid to one block (H100, 2026-11-22).
+    // reading `sms` in the same call can read 0, which clamps every grid to one block.
     const cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     value = query_or(err, sms, 1);
     if (cached) cache[device].store(value, std::memory_order_relaxed);

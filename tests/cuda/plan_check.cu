@@ -1,8 +1,8 @@
 // Host-only check of make_reduce_plan (csrc/cuda/launch.cuh), compiled by tests/test_cuda_build.py
-// with nvcc and run on the CPU: no GPU needed. The first H100 run clamped every grid to one block,
-// so the multi-block and split-group plans never ran there; this checks, for GPU-sized resident
-// block counts and every group shape the kernels see, that a plan covers each element exactly once
-// with chunks the vector loop can take, and stays within its workspace. Prints one line per
+// with nvcc and run on the CPU: no GPU needed. A GPU whose SM count reads 0 takes only
+// single-block plans, so the multi-block and split-group plans need this check: for GPU-sized
+// resident block counts and every group shape the kernels see, that a plan covers each element
+// exactly once with chunks the vector loop can take, and stays within its workspace. Prints one line per
 // violation and "checked N plans"; exits 1 on any violation.
 #include <cstdio>
 #include <cstdlib>

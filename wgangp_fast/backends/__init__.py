@@ -159,9 +159,9 @@ def _resolve(backend, device: torch.device) -> str:
                                  f"{', '.join(map(repr, BACKENDS))}, got {env!r}")
             backend, from_env = env, True
     if backend == "auto":
-        # On CUDA tensors the compiled kernels first: on an H100 (2026-11-22, `make gpu-check`)
-        # they passed every GPU test and were as fast as triton at 1 GiB and up to 2x faster at
-        # small sizes, through their lower cost per launch.
+        # On CUDA tensors the compiled kernels first: as fast as triton's on large batches and
+        # up to 2x faster on small ones, through their lower host cost per launch (README,
+        # "GPU kernels").
         order = ("cuda", "triton") if device.type == "cuda" else ("cpu",)
         for name in order:
             if not _usable(name, device):

@@ -1,6 +1,6 @@
 """The benchmarks' measuring tools: the machine, timers, memory, the CSV schema.
 
-Every results file has one header (DESIGN.md, "Benchmark results"), plus `setup_s`: the seconds a
+Every results file has one header (README, "Benchmarks"), plus `setup_s`: the seconds a
 step mode spends before its first timed call (torch.compile, CUDA-graph warm-up and capture).
 Timing runs the variants of a comparison in rounds (in alternating order, so slow drifts of a
 shared machine hit all variants alike) until a minimum number of rounds and a time budget are
@@ -34,7 +34,8 @@ HEADER = ("device,date,kind,name,backend,dtype,size_bytes,median_ms,p20_ms,p80_m
 _OLD_HEADER = HEADER[:-1]
 OP_NAMES = ("interpolate", "penalty_forward", "penalty_backward", "roundtrip")
 
-# Necessary bytes moved per element, in units of the element size (DESIGN.md).
+# Necessary bytes moved per element, in units of the element size: what the op must read and
+# write once each (README, "How it works").
 OP_TRAFFIC = {"interpolate": 3, "penalty_forward": 1, "penalty_backward": 2, "roundtrip": 6}
 # the step variants, in table order: the seed code's step, the drop-in in the same loop, the
 # whole-step modes of wgangp_fast.steps, and the step without any penalty

@@ -4,7 +4,7 @@ CTGAN's `calc_gradient_penalty` (seed 000), which is what users run today.
 
 Two shapes: tabular ([N, 50], pac=10: 500-element groups; name `interpolate`, ...) and image-like
 ([64, D], pac=1: one group per sample, D up to millions; name `interpolate@image`, ...). GB/s
-counts the necessary traffic of DESIGN.md ("What the bytes say"): 3b per element for interpolate,
+counts the necessary traffic (README, "How it works"): 3b per element for interpolate,
 b for the penalty forward, 2b for its backward, 6b for the round trip; it is compared with a
 device-to-device copy (read b + write b per element) measured in the same run. Op inputs are
 rotated over several sets whose total is at least twice the last-level cache, so no call finds
