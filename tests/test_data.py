@@ -1,4 +1,4 @@
-"""Datasets of wgangp_fast.data: the synthetic mixtures, the bundled digits, local image arrays and
+"""Datasets of wgangp_fast.train.data: the synthetic mixtures, the bundled digits, local image arrays and
 MNIST folders, CSV tables, and the checkpointable batch sampler. Bad files give errors that name the
 path and the problem."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from wgangp_fast import data
+from wgangp_fast.train import data
 
 
 def _gen(seed=0):

@@ -16,7 +16,7 @@ import torch
 import torch.distributed
 import torch.multiprocessing as mp
 
-from wgangp_fast import distributed
+from wgangp_fast.train import distributed
 from wgangp_fast.trainer import WGANGPConfig, WGANGPTrainer
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),

@@ -10,7 +10,7 @@ import torch
 from torch.func import functional_call, grad, grad_and_value
 
 import wgangp_fast
-from wgangp_fast.models import MLPCritic, PacCritic
+from wgangp_fast.train.models import MLPCritic, PacCritic
 
 from .cases import DEVICE, backend_params
 

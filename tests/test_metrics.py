@@ -1,4 +1,4 @@
-"""Quality metrics of wgangp_fast.metrics against cases with known answers."""
+"""Quality metrics of wgangp_fast.train.metrics against cases with known answers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import wasserstein_distance
 
-from wgangp_fast import data, metrics
+from wgangp_fast.train import data, metrics
 
 
 def test_w1_exact_of_a_translation_is_its_length():

@@ -1,4 +1,4 @@
-"""Generators and critics of wgangp_fast.models: shapes, argument checks, double backward through
+"""Generators and critics of wgangp_fast.train.models: shapes, argument checks, double backward through
 the in-place activations, spectral normalisation and the packed critic."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from wgangp_fast import gradient_penalty, reference
-from wgangp_fast.models import (
+from wgangp_fast.train.models import (
     ConvCritic,
     ConvGenerator,
     MLPCritic,
@@ -196,7 +196,7 @@ def test_models_work_with_the_fused_penalty():
 def test_numpy_integers_are_accepted_as_sizes():
     import numpy as np
 
-    from wgangp_fast.models import ConvCritic, MLPCritic, MLPGenerator
+    from wgangp_fast.train.models import ConvCritic, MLPCritic, MLPGenerator
 
     g = MLPGenerator(np.int64(4), np.int32(8), (np.int64(2),))
     assert g(torch.randn(3, 4)).shape == (3, 2)

@@ -16,8 +16,8 @@ from torch import nn
 
 import wgangp_fast
 from wgangp_fast import steps
-from wgangp_fast.models import ConvCritic, MLPCritic, MLPGenerator, PacCritic
 from wgangp_fast.steps import CriticStep, GeneratorStep, TrainStep
+from wgangp_fast.train.models import ConvCritic, MLPCritic, MLPGenerator, PacCritic
 
 # aot_eager: dynamo and AOTAutograd trace the torch.func formulation as inductor would receive
 # it, without inductor's code generation (seconds per compile on this machine instead of tens)

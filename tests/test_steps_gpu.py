@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from wgangp_fast import steps
-from wgangp_fast.models import MLPCritic, MLPGenerator, PacCritic
 from wgangp_fast.steps import CriticStep, GeneratorStep, TrainStep
+from wgangp_fast.train.models import MLPCritic, MLPGenerator, PacCritic
 
 DRY_RUN = os.environ.get("WGANGP_FAST_GPU_TESTS_DRY_RUN") == "1"
 pytestmark = [pytest.mark.gpu,

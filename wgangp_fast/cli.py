@@ -85,8 +85,8 @@ def _rank_from_env() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import data
     from .backends import BACKENDS
+    from .train import data
     from .trainer import LR_DECAYS, METHODS, MODELS, PENALTY_IMPLS, PRECISIONS, STEP_MODES
 
     parser = argparse.ArgumentParser(
@@ -214,7 +214,7 @@ def _summary(metrics: dict) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from . import distributed
+    from .train import distributed
 
     try:
         # what the run holds until it ends (the output folder's lock)

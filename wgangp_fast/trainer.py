@@ -26,7 +26,7 @@ Scale and precision:
 - `gp_every` k (lazy regularisation, StyleGAN2): the penalty on every k-th critic step only,
   weighted by k; `lazy_adam_correction` scales the critic's Adam lr by c = k / (k + 1) and its betas
   to (beta1^c, beta2^c).
-- Data parallel under torchrun (wgangp_fast.distributed): both models in DistributedDataParallel,
+- Data parallel under torchrun (wgangp_fast.train.distributed): both models in DistributedDataParallel,
   the Wasserstein term through the wrapper, the penalty through the inner critic, one backward; each
   rank draws its own data and noise, `batch_size` is per process, logged losses are the mean over
   ranks, and only rank 0 writes files.
@@ -70,12 +70,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import backends, distributed, reference
-from . import data as data_mod
-from . import metrics as metrics_mod
+from . import backends, reference
 from . import steps as steps_mod
-from .models import ConvCritic, ConvGenerator, MLPCritic, MLPGenerator, PacCritic, TabularGenerator
 from .penalty import gradient_penalty
+from .train import data as data_mod
+from .train import distributed
+from .train import metrics as metrics_mod
+from .train.models import (
+    ConvCritic,
+    ConvGenerator,
+    MLPCritic,
+    MLPGenerator,
+    PacCritic,
+    TabularGenerator,
+)
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -109,7 +117,7 @@ LR_DECAYS = ("none", "linear")
 HISTORY_KEYS = ("loss_c", "loss_g", "gp", "wasserstein")
 
 # Settings per dataset that differ from the seed defaults (WGANGPConfig's), found by measuring the
-# metrics of wgangp_fast.metrics on CPU runs of a few minutes (README, "Train a WGAN-GP"). For the
+# metrics of wgangp_fast.train.metrics on CPU runs of a few minutes (README, "Train a WGAN-GP"). For the
 # 2-D mixtures: lambda 0.1, as the WGAN-GP authors use for their toy data (a steeper critic pulls
 # samples into the tight modes faster), Adam betas (0.5, 0.9) as in their toy code, and a linear
 # learning-rate decay to 0, which removes the parameter jitter that otherwise smears the modes.
@@ -912,7 +920,7 @@ class WGANGPTrainer:
 
     def _penalty(self, real: Tensor, fake: Tensor, alpha: Tensor | None = None) -> Tensor | None:
         """The Lipschitz penalty of this method (None for clip and sn), through the inner critic:
-        its input gradient stays process-local under DDP (see wgangp_fast.distributed). `alpha`
+        its input gradient stays process-local under DDP (see wgangp_fast.train.distributed). `alpha`
         fixes the interpolation weights (one per pac group) instead of drawing them."""
         cfg = self.config
         kind = PENALTY_KINDS.get(cfg.method)
@@ -1444,7 +1452,7 @@ class WGANGPTrainer:
     # -- outputs -----------------------------------------------------------------------------
 
     def evaluate(self, samples: np.ndarray | None = None, ema: bool = True) -> Dict[str, Any]:
-        """The dataset's quality metrics (wgangp_fast.metrics) on n_eval_samples samples (of the
+        """The dataset's quality metrics (wgangp_fast.train.metrics) on n_eval_samples samples (of the
         averaged generator when there is one, unless ema=False)."""
         if samples is None:
             samples = self.generate_samples(self.config.n_eval_samples,

@@ -66,7 +66,7 @@ class CriticSpec:
 
 def critic_specs() -> Dict[str, CriticSpec]:
     """The step-benchmark critics and their generators (models.py, imported lazily)."""
-    from ..models import (
+    from ..train.models import (
         ConvCritic,
         ConvGenerator,
         MLPCritic,

@@ -1,0 +1,1 @@
+"""The WGAN-GP trainer and what it trains on."""
