@@ -30,7 +30,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from wgangp_fast.trainer import WGANGPConfig, WGANGPTrainer
+from wgangp_fast.train import WGANGPConfig, WGANGPTrainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

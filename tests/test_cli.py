@@ -125,7 +125,7 @@ def test_bad_settings_and_files_are_clear_errors(tmp_path, argv, match, capsys):
 
 
 def test_non_finite_loss_exits_1(tmp_path, capsys, monkeypatch):
-    from wgangp_fast.trainer import WGANGPTrainer
+    from wgangp_fast.train import WGANGPTrainer
 
     real_step = WGANGPTrainer._critic_step
 
@@ -209,7 +209,7 @@ def test_an_output_folder_that_cannot_be_created_is_refused(tmp_path, capsys):
 
 
 def test_an_unwritable_output_folder_is_refused(tmp_path, capsys, monkeypatch):
-    from wgangp_fast import trainer as trainer_mod
+    from wgangp_fast.train import checkpoint as trainer_mod
 
     out = tmp_path / "ro"
     out.mkdir()
@@ -222,7 +222,7 @@ def test_an_unwritable_output_folder_is_refused(tmp_path, capsys, monkeypatch):
 
 
 def test_a_full_output_folder_is_refused_before_training(tmp_path, capsys, monkeypatch):
-    from wgangp_fast import trainer as trainer_mod
+    from wgangp_fast.train import checkpoint as trainer_mod
 
     usage = types.SimpleNamespace(total=2 ** 30, used=2 ** 30 - 4096, free=4096)
     monkeypatch.setattr(trainer_mod.shutil, "disk_usage", lambda path: usage)
@@ -330,7 +330,7 @@ def test_a_second_run_on_the_same_out_is_refused_with_the_holders_pid(tmp_path, 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom wgangp_fast.trainer import "
+        [sys.executable, "-c", "import sys, time\nfrom wgangp_fast.train import "
          "lock_output_folder\nlock_output_folder(sys.argv[1])\nprint('locked', flush=True)\n"
          "time.sleep(600)\n", str(out)], env=env, cwd=root, stdout=subprocess.PIPE, text=True)
     try:

@@ -16,8 +16,7 @@ import torch
 import torch.distributed
 import torch.multiprocessing as mp
 
-from wgangp_fast.train import distributed
-from wgangp_fast.trainer import WGANGPConfig, WGANGPTrainer
+from wgangp_fast.train import WGANGPConfig, WGANGPTrainer, distributed
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="torch.distributed is not available")

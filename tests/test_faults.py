@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from wgangp_fast import cli
-from wgangp_fast.trainer import LOCK_NAME, WGANGPConfig, WGANGPTrainer
+from wgangp_fast.train import WGANGPConfig, WGANGPTrainer
+from wgangp_fast.train.checkpoint import LOCK_NAME
 
 if sys.platform == "win32":
     pytest.skip("SIGKILL and fork-free process control are POSIX", allow_module_level=True)
@@ -35,7 +36,7 @@ CHILD = textwrap.dedent("""
     import os, sys, time
     import torch
     torch.set_num_threads(1)
-    from wgangp_fast import trainer as T
+    from wgangp_fast import train as T
 
     out, point, stall_at, ready = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     saves = {"n": 0}

@@ -226,7 +226,7 @@ def test_auto_takes_graph_on_cuda():
 
 
 def test_trainer_runs_graph_mode_on_cuda(tmp_path):
-    from wgangp_fast.trainer import WGANGPConfig, WGANGPTrainer
+    from wgangp_fast.train import WGANGPConfig, WGANGPTrainer
 
     cfg = WGANGPConfig.for_dataset("ring8", steps=12, batch_size=32, hidden_dim=8, latent_dim=2,
                                    n_critic=2, device=DEVICE.type, n_eval_samples=200,

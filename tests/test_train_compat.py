@@ -12,6 +12,8 @@ import textwrap
 
 import pytest
 
+from wgangp_fast import train
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MOVED = {
@@ -65,3 +67,38 @@ def test_the_package_itself_uses_no_old_path():
         print(json.dumps({"ok": True}))
     """)
     assert got["ok"]
+
+
+def test_the_old_trainer_module_gives_the_same_objects_and_warns_once():
+    got = _run("""
+        import json, warnings
+        warnings.simplefilter("always")
+        with warnings.catch_warnings(record=True) as caught:
+            import wgangp_fast.trainer as old
+            from wgangp_fast import trainer as again
+            from wgangp_fast.trainer import WGANGPConfig, WGANGPTrainer, lock_output_folder
+        import wgangp_fast.train as new
+        from wgangp_fast.train import checkpoint, config, trainer
+        names = ["WGANGPConfig", "WGANGPTrainer", "DATASET_PRESETS", "NonFiniteLossError",
+                 "CheckpointError", "CheckpointWriteError", "OutputFolderError",
+                 "TrainingInterrupted", "atomic_save", "check_checkpoint", "lock_output_folder",
+                 "CHECKPOINT_NAME"]
+        same = [getattr(old, n) is getattr(new, n) for n in names]
+        same += [old.LOCK_NAME is checkpoint.LOCK_NAME, old.CHECKPOINT_FORMAT == 1,
+                 old.METHODS is config.METHODS, old.HISTORY_KEYS is config.HISTORY_KEYS,
+                 old.MAX_SKIPPED_IN_A_ROW is trainer.MAX_SKIPPED_IN_A_ROW,
+                 old is again, WGANGPTrainer is new.WGANGPTrainer]
+        star = {}
+        exec("from wgangp_fast.trainer import *", star)
+        print(json.dumps({
+            "same": all(same), "star": sorted(k for k in star if not k.startswith("__")),
+            "warnings": [(w.category.__name__, str(w.message), w.filename) for w in caught],
+        }))
+    """)
+    assert got["same"]
+    assert got["star"] == sorted(train.__all__)
+    assert len(got["warnings"]) == 1, got["warnings"]
+    category, message, filename = got["warnings"][0]
+    assert category == "FutureWarning" and message.startswith(
+        "wgangp_fast.trainer moved to wgangp_fast.train")
+    assert filename == "<string>"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from wgangp_fast import reference
-from wgangp_fast.trainer import NonFiniteLossError, WGANGPConfig, WGANGPTrainer
+from wgangp_fast.train import NonFiniteLossError, WGANGPConfig, WGANGPTrainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

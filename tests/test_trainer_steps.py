@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from wgangp_fast import cli, steps
-from wgangp_fast.trainer import WGANGPConfig, WGANGPTrainer
+from wgangp_fast.train import WGANGPConfig, WGANGPTrainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

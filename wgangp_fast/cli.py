@@ -87,7 +87,7 @@ def _rank_from_env() -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .backends import BACKENDS
     from .train import data
-    from .trainer import LR_DECAYS, METHODS, MODELS, PENALTY_IMPLS, PRECISIONS, STEP_MODES
+    from .train.config import LR_DECAYS, METHODS, MODELS, PENALTY_IMPLS, PRECISIONS, STEP_MODES
 
     parser = argparse.ArgumentParser(
         prog="wgangp-fast",
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train", help="train a WGAN-GP and write samples, pictures, metrics and a checkpoint",
         description="Train a WGAN-GP (Gulrajani et al., Algorithm 1). Unset options take the "
-                    "dataset's preset (wgangp_fast.trainer.DATASET_PRESETS), then seed 002's "
+                    "dataset's preset (wgangp_fast.train.DATASET_PRESETS), then seed 002's "
                     "defaults.")
     g = t.add_argument_group("data")
     g.add_argument("--dataset", choices=data.DATASETS, help="default: ring8 (or what --csv, "
@@ -230,7 +230,7 @@ def _train(args: argparse.Namespace) -> int:
 def _last_good(ckpt: str) -> str:
     """'last good checkpoint: PATH (step N)' where the checkpoint on disk passes the load
     checks, else what is wrong with it."""
-    from .trainer import WGANGPTrainer
+    from .train import WGANGPTrainer
 
     try:
         step = WGANGPTrainer.read_checkpoint(ckpt)["step"]
@@ -244,7 +244,7 @@ def _last_good(ckpt: str) -> str:
 def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     import torch
 
-    from .trainer import (
+    from .train import (
         CHECKPOINT_NAME,
         CheckpointWriteError,
         NonFiniteLossError,

@@ -1,1 +1,43 @@
-"""The WGAN-GP trainer and what it trains on."""
+"""The WGAN-GP trainer (`wgangp-fast train`) and what it trains on.
+
+    from wgangp_fast.train import WGANGPConfig, WGANGPTrainer
+    trainer = WGANGPTrainer(WGANGPConfig.for_dataset("ring8", steps=2000, out_dir="runs/ring8"))
+    trainer.train(progress=True)
+
+- config.py      WGANGPConfig, DATASET_PRESETS, the checks of a configuration, what a resume may
+                 change, and the command-line flag of each setting
+- loss.py        the critic and generator losses: the penalty of each method (fused, or in plain
+                 autograd for comparison), lazy regularisation, AMP scaling
+- checkpoint.py  atomic checkpoint writes and their checks, the output folder's lock, RNG states
+- outputs.py     samples, pictures, metrics.json, history.csv, config.json
+- trainer.py     WGANGPTrainer: build, step (the eager loop or a wgangp_fast.steps.TrainStep), loop
+- models.py, data.py, metrics.py, distributed.py   the networks, datasets, sample-quality
+                 metrics and data parallelism under torchrun
+"""
+
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    CheckpointWriteError,
+    OutputFolderError,
+    atomic_save,
+    check_checkpoint,
+    lock_output_folder,
+)
+from .config import DATASET_PRESETS, WGANGPConfig
+from .trainer import NonFiniteLossError, TrainingInterrupted, WGANGPTrainer
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "DATASET_PRESETS",
+    "CheckpointError",
+    "CheckpointWriteError",
+    "NonFiniteLossError",
+    "OutputFolderError",
+    "TrainingInterrupted",
+    "WGANGPConfig",
+    "WGANGPTrainer",
+    "atomic_save",
+    "check_checkpoint",
+    "lock_output_folder",
+]

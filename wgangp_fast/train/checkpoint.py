@@ -1,0 +1,509 @@
+"""Checkpoints and the output folder: atomic writes, the checks a checkpoint passes before a run
+continues from it, the folder's lock (with the stale lock and temporary files a killed run leaves),
+the free-space check, and the capture and restore of every RNG a run draws from.
+
+Checkpoints are written to a temporary file in the same folder, fsync'ed and renamed over the old
+one, and load with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import random
+import shutil
+import socket
+import tempfile
+import time
+from typing import Any, Dict, List, Tuple
+
+try:
+    import fcntl
+except ImportError:  # Windows: the lock falls back to a pid file
+    fcntl = None
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import data as data_mod
+from .config import HISTORY_KEYS
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAME",
+    "LOCK_NAME",
+    "CheckpointError",
+    "CheckpointWriteError",
+    "OutputFolderError",
+    "atomic_save",
+    "check_checkpoint",
+    "lock_output_folder",
+    "read_checkpoint",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot continue a run: not ours, damaged, or holding NaN/inf."""
+
+
+class CheckpointWriteError(OSError):
+    """The checkpoint could not be written (no space left, no permission); the previous one, if
+    any, is untouched."""
+
+
+class OutputFolderError(RuntimeError):
+    """The output folder cannot take this run: in use by another run, not writable, or short of
+    space for a checkpoint."""
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The first OSError with an errno in the chain of `exc`: torch.save reports a full disk as a
+    RuntimeError ("unexpected pos ...") raised while handling the OSError that says so."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _free_bytes(folder: str) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2 ** 20:.1f} MB"
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then os.replace onto `path`:
+    a crash at any point leaves either the old file or the new one, never a torn one.
+
+    A write that fails for want of space or permission raises CheckpointWriteError, which says
+    so in its first line (torch's own error for a full disk is an "unexpected pos" two chained
+    exceptions above the "No space left on device")."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=folder)
+    except OSError as exc:
+        raise _write_error(path, exc, exc) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        cause = _os_error_in(exc)
+        if cause is not None:
+            raise _write_error(path, cause, exc) from None
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _write_error(path: str, cause: OSError, exc: BaseException) -> CheckpointWriteError:
+    folder = os.path.dirname(os.path.abspath(path))
+    kept = "the previous checkpoint is kept" if os.path.isfile(path) else "no checkpoint written"
+    reason = cause.strerror or str(cause)
+    if cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = _free_bytes(folder)
+        shown = f", {_mb(free)} free" if free is not None else ""
+        fix = "free some space or choose another output folder (--out)"
+        reason = f"{reason} (the filesystem of {folder}{shown})"
+    else:
+        fix = "check the output folder's permissions, or choose another (--out)"
+    return CheckpointWriteError(cause.errno, f"cannot write the checkpoint {path}: {reason}; "
+                                             f"{kept}: {fix}")
+
+
+LOCK_NAME = ".wgangp-fast.lock"
+# locks this process holds: real path of the folder -> [lock file descriptor, count, whether
+# the lock created the folder]
+_HELD_LOCKS: Dict[str, List[Any]] = {}
+
+
+def _lock_holder(text: str) -> str:
+    fields = text.split()
+    if len(fields) >= 2:
+        return f"pid {fields[0]} on {fields[1]}"
+    return "a process whose pid the lock file does not say"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _in_use(folder: str, holder: str) -> OutputFolderError:
+    return OutputFolderError(
+        f"--out {folder} is in use by another wgangp-fast run ({holder}): two runs on one folder "
+        f"would overwrite each other's checkpoint and outputs. Wait for that run to end (or stop "
+        f"it), or give this run another output folder (--out)")
+
+
+def _read_lock(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 4096).decode("utf-8", "replace")
+
+
+def _take_lock(folder: str, path: str) -> Tuple[int, str]:
+    """An open, locked lock file in `folder` and what it said before (a dead holder's pid)."""
+    dead = ""
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | (0 if fcntl else os.O_EXCL), 0o644)
+        except FileExistsError:  # the pid-file fallback
+            with open(path) as f:
+                text = f.read()
+            fields = text.split()
+            pid = int(fields[0]) if fields and fields[0].isdigit() else None
+            if pid is not None and pid != os.getpid() and _pid_alive(pid):
+                raise _in_use(folder, _lock_holder(text)) from None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            dead = text
+            continue
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                text = _read_lock(fd)
+                os.close(fd)
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                    raise _in_use(folder, _lock_holder(text)) from None
+                raise
+            # the holder removes the file when it ends: a lock on a file no longer at `path`
+            # guards nothing, so start again
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+        before = _read_lock(fd) or dead
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()} {time.time():.0f}\n".encode())
+        return fd, before
+    raise OutputFolderError(f"--out {folder}: could not take the lock {path} (it keeps being "
+                            f"replaced)")
+
+
+def _remove_stale_temporaries(folder: str) -> List[str]:
+    """Temporary checkpoint files that a killed write left behind (atomic_save's own are removed
+    when the write fails; a SIGKILL leaves them). Only called with the folder's lock held, so
+    no live run of ours is writing them."""
+    prefix = "." + CHECKPOINT_NAME + "."
+    removed = []
+    for name in os.listdir(folder):
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, name))
+                removed.append(name)
+    return removed
+
+
+class _FolderLock:
+    """What lock_output_folder returns: which stale lock it took over and which stale temporary
+    files it removed (both empty for a clean folder)."""
+
+    def __init__(self, folder: str, key: str, stale_holder: str, removed: List[str]) -> None:
+        self.folder, self._key = folder, key
+        self.stale_holder, self.removed = stale_holder, removed
+        self._released = False
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        entry = _HELD_LOCKS.get(self._key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _HELD_LOCKS[self._key]
+            # removed before it is unlocked, so a run that opens it meanwhile sees it gone
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self._key, LOCK_NAME))
+            os.close(entry[0])
+            if entry[2]:
+                # a run refused at start leaves no empty folder behind (rmdir only removes an
+                # empty one)
+                with contextlib.suppress(OSError):
+                    os.rmdir(self._key)
+
+    def __enter__(self) -> _FolderLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock_output_folder(folder: str) -> _FolderLock:
+    """Lock `folder` for this run (re-entrant within a process): creates the folder, checks that
+    it is writable, refuses a folder another live run holds (naming its pid), takes over the lock
+    of a run that died, and removes the temporary files of checkpoint writes that a kill
+    interrupted. Use as a context manager, or call .release().
+
+    The lock is an flock on `folder/.wgangp-fast.lock`, which also holds the holder's pid and
+    host: the kernel drops it when the holder dies, even by SIGKILL, so a stale lock never
+    blocks a new run."""
+    created = not os.path.exists(folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OutputFolderError(f"--out {folder}: cannot create the output folder "
+                                f"({exc.strerror or exc}): choose a folder you can write to") \
+            from None
+    if not os.path.isdir(folder):
+        raise OutputFolderError(f"--out {folder} exists and is not a folder")
+    key = os.path.realpath(folder)
+    entry = _HELD_LOCKS.get(key)
+    if entry is not None:
+        entry[1] += 1
+        return _FolderLock(folder, key, "", [])
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputFolderError(f"--out {folder}: the folder is not writable by this user: fix "
+                                f"its permissions or choose another output folder (--out)")
+    try:
+        fd, before = _take_lock(folder, os.path.join(key, LOCK_NAME))
+    except OSError as exc:
+        raise OutputFolderError(f"--out {folder}: cannot write in the output folder "
+                                f"({exc.strerror or exc}): fix its permissions or free space, "
+                                f"or choose another output folder (--out)") from None
+    _HELD_LOCKS[key] = [fd, 1, created]
+    stale = _lock_holder(before) if before.split() and before.split()[0] != str(os.getpid()) \
+        else ""
+    return _FolderLock(folder, key, stale, _remove_stale_temporaries(key))
+
+
+def _non_finite(tensors, where: str) -> List[str]:
+    """Names of the floating-point tensors in a (nested) dict or list that hold NaN or inf."""
+    bad = []
+    if isinstance(tensors, Tensor):
+        if tensors.is_floating_point() and not torch.isfinite(tensors).all():
+            bad.append(where)
+    elif isinstance(tensors, dict):
+        for k, v in tensors.items():
+            bad += _non_finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(tensors, (list, tuple)):
+        for i, v in enumerate(tensors):
+            bad += _non_finite(v, f"{where}[{i}]")
+    return bad
+
+
+# what a checkpoint must hold, and the type of each entry
+_CHECKPOINT_KEYS = {
+    "format": int, "config": dict, "step": int, "critic_iters": int, "generator": dict,
+    "critic": dict, "optimizer_g": dict, "optimizer_c": dict, "sampler": dict, "rng": dict,
+    "fixed_noise": Tensor, "history": dict,
+}
+# the entries that hold the state a resumed run computes with: NaN or inf in any is fatal
+_FINITE_PARTS = ("generator", "critic", "generator_ema", "optimizer_g", "optimizer_c",
+                 "fixed_noise")
+
+
+def check_checkpoint(state: Any, path: str = "checkpoint") -> Dict[str, Any]:
+    """`state` if it is a checkpoint this trainer wrote and can continue from, else a
+    CheckpointError that says what is wrong with it: not our format (another file, a bare
+    tensor or state_dict), or NaN/inf in the weights or optimiser state."""
+    fix = ("resume from the checkpoint.pt that `wgangp-fast train` (WGANGPTrainer) wrote in its "
+           "output folder, or start a new run without --resume")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a wgangp_fast checkpoint (it holds a "
+                              f"{type(state).__name__}, not the dict WGANGPTrainer.save_checkpoint "
+                              f"writes): {fix}")
+    missing = [k for k in _CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a wgangp_fast checkpoint (a dict without "
+                              f"{', '.join(missing)}): {fix}")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {state['format']!r} is not supported "
+                              f"(expected {CHECKPOINT_FORMAT}): {fix}")
+    wrong = [f"{k} is a {type(state[k]).__name__}, expected {t.__name__}"
+             for k, t in _CHECKPOINT_KEYS.items()
+             if not isinstance(state[k], t) or (t is int and isinstance(state[k], bool))]
+    history = state["history"]
+    if not wrong and not all(isinstance(history.get(k), Tensor) and len(history[k]) == state["step"]
+                             for k in HISTORY_KEYS):
+        wrong.append(f"history does not hold {', '.join(HISTORY_KEYS)} with one value per step "
+                     f"({state['step']})")
+    if wrong:
+        raise CheckpointError(f"{path}: a damaged or foreign checkpoint ({'; '.join(wrong)}): "
+                              f"{fix}")
+    bad = []
+    for part in _FINITE_PARTS:
+        bad += _non_finite(state.get(part), part)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CheckpointError(f"{path}: the checkpoint holds NaN or infinite values ({shown}), "
+                              f"so a run resumed from it cannot recover: start a new run without "
+                              f"--resume, or resume from an earlier copy of the checkpoint")
+    return state
+
+
+def portable_optimizer_state(optimizer_state: Dict[str, Any]) -> Dict[str, Any]:
+    """An optimiser state_dict with plain float learning rates: the compiled and captured step
+    modes hold the lr in a device tensor, which a run resumed in another mode (or on another
+    device) must not inherit."""
+    groups = [{**g, "lr": float(g["lr"])} if isinstance(g.get("lr"), Tensor) else g
+              for g in optimizer_state["param_groups"]]
+    return {**optimizer_state, "param_groups": groups}
+
+
+def rng_state() -> Dict[str, Any]:
+    """The states of the torch (CPU and CUDA), numpy and python `random` generators, as tensors
+    and plain values that load with weights_only=True."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": int(py_state[0]),
+                   "state": torch.tensor(py_state[1], dtype=torch.int64),
+                   "gauss_next": py_state[2]},
+        "cuda": [],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def seed_all(seed: int) -> None:
+    """Seed the torch, numpy and python `random` generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what rng_state captured."""
+    torch.set_rng_state(state["torch"].cpu())
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+
+
+def read_checkpoint(path: str, map_location: Any = "cpu", *, check: bool = True) -> Dict[str, Any]:
+    """The checkpoint at `path`, checked by check_checkpoint (unless check=False): a file that is
+    not ours or holds NaN/inf is a CheckpointError (a ValueError) saying so."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable wgangp_fast checkpoint ({exc})") from None
+    return check_checkpoint(state, path) if check else state
+
+
+def state_is_finite(modules, optimizers) -> bool:
+    """Weights, buffers and optimiser state (Adam's moments included) all finite: a NaN in a
+    moment is as fatal to a resumed run as one in a weight. None entries of `modules` are
+    skipped."""
+    for module in modules:
+        if module is None:
+            continue
+        for t in list(module.parameters()) + list(module.buffers()):
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                return False
+    for opt in optimizers:
+        for per_param in opt.state.values():
+            for t in per_param.values():
+                if isinstance(t, Tensor) and t.is_floating_point() \
+                        and not torch.isfinite(t).all():
+                    return False
+    return True
+
+
+def data_signature(dataset: data_mod.Dataset) -> Dict[str, Any]:
+    """What the models were built for: the sample shape and, for tables, the columns and their
+    categories (a category added to a CSV column changes the one-hot width)."""
+    sig: Dict[str, Any] = {"shape": list(dataset.shape)}
+    if isinstance(dataset, data_mod.TabularDataset):
+        sig["columns"] = list(dataset.columns)
+        sig["categories"] = {k: list(v) for k, v in dataset.categories.items()}
+    return sig
+
+
+def check_data_matches(state: Dict[str, Any], dataset: data_mod.Dataset, source: str,
+                       models: Dict[str, nn.Module]) -> None:
+    """The data (described as `source` in messages) and the settings build `models` (name ->
+    module) of the checkpoint's shapes; a CheckpointError naming what changed otherwise (instead
+    of load_state_dict's size mismatch)."""
+    fix = ("resume with the data the run started with, or start a new run on this data "
+           "without --resume")
+    saved, own = state.get("data"), data_signature(dataset)
+    if isinstance(saved, dict):
+        if "categories" in saved and "categories" in own:
+            if saved.get("columns") != own["columns"]:
+                raise CheckpointError(f"{source} no longer matches the checkpoint: its "
+                                      f"columns were {saved.get('columns')} and are now "
+                                      f"{own['columns']}; {fix}")
+            for col, cats in own["categories"].items():
+                old = saved["categories"].get(col)
+                if old != cats:
+                    added = sorted(set(cats) - set(old or ()))
+                    removed = sorted(set(old or ()) - set(cats))
+                    raise CheckpointError(
+                        f"{source} no longer matches the checkpoint: column {col!r} had "
+                        f"the categories {old} and now has {cats} (added {added}, removed "
+                        f"{removed}), which changes the models' input and output width; "
+                        f"{fix}")
+        if saved.get("shape") != own["shape"]:
+            raise CheckpointError(f"{source} no longer matches the checkpoint: a sample had "
+                                  f"shape {saved.get('shape')} and now has {own['shape']}; "
+                                  f"{fix}")
+    # checkpoints without a signature, and settings that change the models: by the weights
+    for name, module in models.items():
+        mine = module.state_dict()
+        theirs = state[name]
+        for key in sorted(set(mine) | set(theirs)):
+            a, b = mine.get(key), theirs.get(key)
+            if a is None or b is None or tuple(a.shape) != tuple(b.shape):
+                shown = lambda t: "absent" if t is None else list(t.shape)  # noqa: E731
+                raise CheckpointError(
+                    f"the checkpoint's {name} does not fit the model that {source} and "
+                    f"these settings build: {key} is {shown(b)} in the checkpoint and "
+                    f"{shown(a)} here (did the data change since the checkpoint was "
+                    f"written?); {fix}")
+
+
+def check_free_space(folder: str, need: int) -> None:
+    """OutputFolderError unless the filesystem of `folder` has `need` bytes free (unknown free
+    space passes)."""
+    free = _free_bytes(folder)
+    if free is not None and free < need:
+        raise OutputFolderError(
+            f"--out {folder}: {_mb(free)} free on its filesystem, but a checkpoint of this run "
+            f"needs about {_mb(need)}: free some space or choose another output folder (--out)")

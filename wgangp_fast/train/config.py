@@ -1,0 +1,213 @@
+"""The settings of a training run: `WGANGPConfig`, the per-dataset presets, the checks of a
+configuration, and what a resumed run may change."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple
+
+import numpy as np
+
+from .. import backends
+from .. import steps as steps_mod
+from . import data as data_mod
+
+__all__ = ["DATASET_PRESETS", "RESUMABLE", "WGANGPConfig"]
+
+METHODS = ("gp", "lp", "clip", "sn", "r1", "r2", "dragan")
+# method -> wgangp_fast.gradient_penalty(kind=...)
+PENALTY_KINDS = {"gp": "wgan-gp", "lp": "wgan-lp", "r1": "r1", "r2": "r2", "dragan": "dragan"}
+PRECISIONS = ("fp32", "bf16", "fp16")
+# how a training iteration runs (wgangp_fast.steps): "eager" is the trainer's own loop
+STEP_MODES = steps_mod.MODES
+MODELS = ("auto", "mlp", "conv", "pac")
+PENALTY_IMPLS = ("fused", "reference")
+LR_DECAYS = ("none", "linear")
+# what each generator step records: the history, history.csv and the checkpoint hold these
+HISTORY_KEYS = ("loss_c", "loss_g", "gp", "wasserstein")
+# the settings a resumed run may change: none of them alters the models, the data or the schedule
+RESUMABLE = frozenset({"steps", "out_dir", "checkpoint_every", "device", "backend",
+                       "n_eval_samples", "step_mode"})
+
+# Per-dataset settings that differ from the seed defaults, each kept because measured CPU runs of
+# a few minutes scored better with it (wgangp_fast.train.metrics; README, "Train a WGAN-GP"):
+# - 2-D mixtures: lambda 0.1 and Adam betas (0.5, 0.9), as in the WGAN-GP authors' toy code (a
+#   steeper critic pulls samples into the tight modes faster), and a linear lr decay to 0, which
+#   removes the parameter jitter that otherwise smears the modes.
+# - ring8 / grid25: a 2-D latent, as in the authors' toy code (a continuous generator stretches its
+#   latent over the gaps between modes; grid25 after 1500 steps: 16/25 modes against 8/25 from a
+#   100-D latent), an lr 8-20x higher, and no BatchNorm in the generator: sampling uses its running
+#   statistics, which blur modes of std 0.02 (ring8: 89% high-quality samples with batch
+#   statistics, 75-79% with the running ones, 64-86% recomputed for the final weights). So set,
+#   ring8 reached 91.4% (5000 steps) and 95.1% (3000), grid25 25/25 modes; with the 100-D latent,
+#   dropping BatchNorm had cost ring8 (35% against 62% after 3000 steps).
+# - No EMA: with the decay to 0 the averaged generator was no better (ring8, 3000 steps: 72.6%
+#   against 78.1% without); it pays off with a constant lr (ring8, lr 4e-3, 1500 steps: 70%
+#   against 14%).
+_TOY = {"batch_size": 256, "hidden_dim": 64, "lr": 5e-4, "beta1": 0.5, "gp_lambda": 0.1,
+        "lr_decay": "linear"}
+DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
+    "ring8": dict(_TOY, steps=5000, lr=1e-2, latent_dim=2, generator_batchnorm=False),
+    "grid25": dict(_TOY, steps=5000, lr=4e-3, latent_dim=2, generator_batchnorm=False),
+    "swissroll": dict(_TOY, steps=3000),
+    "digits": {"steps": 3000, "batch_size": 64, "hidden_dim": 128},
+    "csv": {"steps": 1000, "batch_size": 500, "pac": 10, "model": "pac"},
+}
+
+
+@dataclass
+class WGANGPConfig:
+    """Every setting of a run. Defaults are seed 002's; `for_dataset` applies DATASET_PRESETS."""
+
+    dataset: str = "ring8"
+    data_path: str | None = None
+    npz_key: str | None = None
+    categorical: Tuple[str, ...] = ()
+    image_size: int | None = None
+    model: str = "auto"
+    method: str = "gp"
+    steps: int = 1000
+    latent_dim: int = 100
+    hidden_dim: int = 256
+    feature_maps: int = 64
+    generator_batchnorm: bool = True
+    lr: float = 1e-4
+    lr_decay: str = "none"
+    ema_decay: float = 0.0
+    beta1: float = 0.0
+    beta2: float = 0.9
+    gp_lambda: float = 10.0
+    n_critic: int = 5
+    batch_size: int = 64
+    pac: int = 1
+    clip_value: float = 0.01
+    clip_lr: float = 5e-5
+    seed: int = 42
+    device: str = "auto"
+    backend: str = "auto"
+    penalty_impl: str = "fused"
+    separate_backward: bool = False
+    precision: str = "fp32"
+    step_mode: str = "eager"
+    gp_every: int = 1
+    lazy_adam_correction: bool = False
+    out_dir: str | None = None
+    checkpoint_every: int = 0
+    n_eval_samples: int = 2500
+
+    @classmethod
+    def for_dataset(cls, dataset: str = "ring8", **overrides: Any) -> WGANGPConfig:
+        """The seed defaults, then the dataset's preset, then `overrides` (None values ignored)."""
+        settings: Dict[str, Any] = {"dataset": dataset}
+        settings.update(DATASET_PRESETS.get(dataset, {}))
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(settings) - names)
+        if unknown:
+            raise TypeError(f"unknown WGANGPConfig settings: {', '.join(unknown)}")
+        return cls(**settings)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> WGANGPConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in d.items() if k in names}
+        if "categorical" in kept:
+            kept["categorical"] = tuple(kept["categorical"] or ())
+        return cls(**kept)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["categorical"] = list(self.categorical)
+        return d
+
+    def step_mode_conflict(self) -> str | None:
+        """Why this configuration needs the eager step (None when the whole-step modes of
+        wgangp_fast.steps can run it)."""
+        if self.method not in PENALTY_KINDS:
+            return (f"method {self.method!r} (weight clipping or a spectral-norm critic, whose "
+                    f"power iteration mutates buffers)")
+        if self.penalty_impl != "fused":
+            return "penalty_impl 'reference' (the plain-autograd comparison path)"
+        if self.separate_backward:
+            return "separate_backward (two backward calls per step)"
+        if self.precision == "fp16":
+            return "precision fp16 (its GradScaler; bf16 needs none)"
+        return None
+
+    def validate(self) -> WGANGPConfig:
+        # numpy scalars (np.int64 from a sweep, say) become Python ones: accepted like them, and
+        # the checkpoint's config stays loadable with weights_only=True
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.generic):
+                setattr(self, f.name, value.item())
+
+        def choice(name, allowed):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+        def integer(name, minimum):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+        def number(name, positive=True):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or (positive and value <= 0) or value < 0:
+                raise ValueError(f"{name} must be a finite {'positive ' if positive else ''}"
+                                 f"number, got {value!r}")
+
+        choice("dataset", data_mod.DATASETS)
+        choice("model", MODELS)
+        choice("method", METHODS)
+        choice("penalty_impl", PENALTY_IMPLS)
+        choice("lr_decay", LR_DECAYS)
+        choice("precision", PRECISIONS)
+        choice("step_mode", STEP_MODES)
+        if self.step_mode not in ("eager", "auto"):
+            why = self.step_mode_conflict()
+            if why:
+                raise ValueError(f"step_mode {self.step_mode!r} cannot run this configuration: "
+                                 f"{why}; use step_mode 'eager' (or 'auto', which falls back)")
+        choice("backend", ("auto",) + backends.BACKENDS)
+        integer("gp_every", 1)
+        if self.gp_every > 1 and self.method not in PENALTY_KINDS:
+            raise ValueError(f"gp_every > 1 (lazy regularisation) needs a penalty method "
+                             f"({', '.join(PENALTY_KINDS)}), got method {self.method!r}")
+        if self.precision == "fp16" and self.penalty_impl == "reference":
+            raise ValueError("penalty_impl 'reference' has no GradScaler path: use precision "
+                             "fp32 or bf16 with it, or the fused penalty with fp16")
+        for name in ("steps", "checkpoint_every"):
+            integer(name, 0)
+        for name in ("latent_dim", "hidden_dim", "feature_maps", "n_critic", "batch_size", "pac",
+                     "n_eval_samples"):
+            integer(name, 1)
+        integer("seed", 0)
+        for name in ("lr", "clip_value", "clip_lr"):
+            number(name)
+        number("gp_lambda", positive=False)
+        number("ema_decay", positive=False)
+        if not self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no averaging), got "
+                             f"{self.ema_decay!r}")
+        for name in ("beta1", "beta2"):
+            number(name, positive=False)
+            if not getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.batch_size % self.pac:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of pac "
+                             f"({self.pac})")
+        if self.pac > 1 and self.model not in ("pac", "auto"):
+            raise ValueError(f"pac > 1 needs the packed critic (model 'pac'), got model "
+                             f"{self.model!r}")
+        if self.method == "sn" and self.model == "pac":
+            raise ValueError("method 'sn' (spectral norm) works with models 'mlp' and 'conv', "
+                             "not 'pac'")
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"device must be a string such as 'cpu', 'cuda' or 'auto', got "
+                             f"{self.device!r}")
+        return self

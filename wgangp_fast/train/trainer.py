@@ -1,0 +1,740 @@
+"""`WGANGPTrainer`: Algorithm 1 of Gulrajani et al. (2017) around the fused penalty. It builds the
+data, models and optimisers of a `WGANGPConfig`, runs each iteration (n_critic critic steps, each
+on a FRESH real batch and fresh noise, then one generator step) in the eager loop here or as one
+wgangp_fast.steps.TrainStep, and loops with checkpoints, signals and outputs.
+
+Lipschitz methods: "gp" (wgangp_fast.gradient_penalty), "lp" (one-sided: only gradient norms above
+1 are penalised, Petzka et al.), "r1" / "r2" (zero-centred penalties on real / fake samples,
+Mescheder et al., gamma = gp_lambda), "dragan" (norm 1 around perturbed real samples, Kodali et
+al.), "clip" (the original WGAN: RMSprop and weights clamped to [-c, c]) and "sn" (spectrally
+normalised critic, no penalty). `pac` > 1 packs consecutive samples into one critic input (PacGAN /
+CTGAN) with one penalty group per pack. The losses are in wgangp_fast.train.loss.
+
+`ema_decay` d > 0 keeps an exponential moving average of the generator's weights, updated after
+every generator step (ema <- d' ema + (1 - d') weights, d' = min(d, (1 + t) / (10 + t)) after t
+updates); samples, pictures and metrics come from it (Yazici et al., 2019): it averages out the
+oscillation of the generator around the equilibrium, which otherwise smears tight modes.
+
+Scale and precision:
+- `precision` "bf16" / "fp16": the forwards run under torch.autocast; fp16 adds a GradScaler per
+  optimiser. A step the scaler skips for overflow does not stop the run; a non-finite forward
+  value, or one in fp32 / bf16, does (NonFiniteLossError).
+- `gp_every` k (lazy regularisation, StyleGAN2): the penalty on every k-th critic step only,
+  weighted by k; `lazy_adam_correction` scales the critic's Adam lr by c = k / (k + 1) and its betas
+  to (beta1^c, beta2^c).
+- Data parallel under torchrun (wgangp_fast.train.distributed): both models in
+  DistributedDataParallel, the Wasserstein term through the wrapper, the penalty through the inner
+  critic, one backward; each rank draws its own data and noise, `batch_size` is per process, logged
+  losses are the mean over ranks, and only rank 0 writes files.
+
+Checkpoints (wgangp_fast.train.checkpoint) hold everything needed to resume bit for bit: both
+models, both optimisers, the RNG states, the data sampler and the step counters; a non-finite
+state is never saved. A run with an output folder locks it, checks it for space, writes the
+starting state's checkpoint before the first step and, on SIGINT or SIGTERM, stops after the
+current step with a checkpoint of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import os
+import random
+import signal
+import threading
+import time
+import warnings
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .. import backends
+from .. import steps as steps_mod
+from . import checkpoint as ckpt_mod
+from . import data as data_mod
+from . import distributed, loss
+from . import metrics as metrics_mod
+from . import outputs as outputs_mod
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, lock_output_folder
+from .config import HISTORY_KEYS, PENALTY_KINDS, RESUMABLE, WGANGPConfig
+from .models import ConvCritic, ConvGenerator, MLPCritic, MLPGenerator, PacCritic, TabularGenerator
+
+__all__ = ["NonFiniteLossError", "TrainingInterrupted", "WGANGPTrainer"]
+
+# consecutive critic steps the fp16 GradScaler may skip before the run is declared broken: backing
+# off from the default scale 2^16 to 1 takes 16
+MAX_SKIPPED_IN_A_ROW = 64
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run between two steps, after a checkpoint of that step."""
+
+    def __init__(self, step: int, signum: int, checkpoint: str | None) -> None:
+        self.step, self.signum, self.checkpoint = step, signum, checkpoint
+        name = signal.Signals(signum).name
+        where = f"; checkpoint saved to {checkpoint}" if checkpoint else ""
+        super().__init__(f"{name} stopped the run after step {step}{where}")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the run stops and the last good checkpoint is kept."""
+
+    def __init__(self, step: int, values: Dict[str, float]) -> None:
+        self.step = step
+        self.values = values
+        shown = ", ".join(f"{k}={v}" for k, v in values.items())
+        super().__init__(f"non-finite loss at step {step} ({shown}); training stopped. The last "
+                         f"good checkpoint (if any) was kept: lower the learning rate or check "
+                         f"the data")
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"device {name!r} is not a valid torch device ({exc})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but CUDA is not available here; "
+                         f"use --device cpu")
+    return device
+
+
+@contextlib.contextmanager
+def _stop_on_signals(enabled: bool):
+    """SIGINT and SIGTERM ask the loop to stop after the current step (with a checkpoint); a
+    second one stops at once, as without this handler. Only in the main thread of a
+    single-process run: a distributed run's ranks would reach the collective save at different
+    steps."""
+    stop = {"signum": None}
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {}
+
+    def handler(signum, frame):
+        if stop["signum"] is not None:
+            raise KeyboardInterrupt
+        stop["signum"] = signum
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class WGANGPTrainer:
+    """Builds the data, models and optimisers of a `WGANGPConfig` and trains them.
+
+        trainer = WGANGPTrainer(WGANGPConfig.for_dataset("ring8", steps=2000))
+        trainer.train(progress=True)
+        samples = trainer.generate_samples(2500)
+    """
+
+    def __init__(self, config: WGANGPConfig | None = None,
+                 dataset: data_mod.Dataset | None = None) -> None:
+        self.config = (config or WGANGPConfig()).validate()
+        cfg = self.config
+        self.dist, dist_device = distributed.setup(cfg.device)
+        self.rank = self.dist.rank
+        self.world_size = self.dist.world_size
+        self.is_main_process = self.dist.is_main
+        if self.dist.enabled and cfg.separate_backward:
+            raise ValueError("separate_backward (two backward calls per critic step) cannot be "
+                             "used with DistributedDataParallel, which reduces each gradient once "
+                             "per step: leave it off for torchrun runs")
+        self.device = dist_device if dist_device is not None else _resolve_device(cfg.device)
+        if cfg.precision == "bf16" and self.device.type == "cuda" \
+                and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"precision bf16 is not supported on {self.device}: use fp16")
+        self.scaler, self.scaler_g = loss.grad_scalers(cfg.precision, self.device.type)
+        self.amp_skipped_steps = 0
+        self._skipped_in_a_row = 0
+
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+
+        self.dataset = dataset if dataset is not None else data_mod.load_dataset(
+            cfg.dataset, cfg.data_path, image_size=cfg.image_size, npz_key=cfg.npz_key,
+            categorical=cfg.categorical)
+        self.model_kind = self._model_kind()
+        self.generator, self.critic = self._build_models()
+        self._check_batch_norm_batch()
+        self._check_backend()
+        self.generator.to(self.device)
+        self.critic.to(self.device)
+        self.optimizer_g, self.optimizer_c = self._build_optimizers()
+        self.generator_ema = self._build_ema()
+        # The models start equal on every rank (same seed; DDP also broadcasts rank 0's); from here
+        # on each rank draws its own noise and dropout masks.
+        if self.dist.enabled:
+            ckpt_mod.seed_all(distributed.derive_seed(cfg.seed, self.rank, 0))
+        self.critic_ddp = distributed.wrap(self.critic, self.device)
+        self.generator_ddp = distributed.wrap(self.generator, self.device)
+        # Distinct from the global seed stream so that the data stream is not correlated with
+        # model initialisation; each rank of a data-parallel run adds its rank.
+        self.sampler = data_mod.BatchSampler(self.dataset, cfg.batch_size,
+                                             seed=cfg.seed * 1009 + 17 + self.rank,
+                                             device=self.device)
+        noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.fixed_noise = torch.randn(64, cfg.latent_dim, generator=noise_gen).to(self.device)
+        self.train_iteration = self._build_train_step()
+
+        self.step = 0
+        self.critic_iters = 0
+        self.train_seconds = 0.0
+        self.history: Dict[str, List[float]] = {k: [] for k in HISTORY_KEYS}
+        # the penalty of the last regularised critic step, in its own units (not times gp_every)
+        self._last_gp = torch.zeros((), device=self.device)
+        self._last_gp_skipped = False
+        # (real path, step) of the checkpoint on disk that holds this exact state, if any
+        self._saved_at: Tuple[str, int] | None = None
+
+    # -- construction ------------------------------------------------------------------------
+
+    def _model_kind(self) -> str:
+        cfg, kind = self.config, self.config.model
+        if kind == "auto":
+            kind = "pac" if (self.dataset.kind == "tabular" or cfg.pac > 1) else "mlp"
+        if kind == "conv":
+            if self.dataset.kind != "image":
+                raise ValueError(f"model 'conv' needs image data, dataset {cfg.dataset!r} is "
+                                 f"{self.dataset.kind}")
+            c, h, w = self.dataset.shape
+            if h != w or h < 8 or h & (h - 1):
+                raise ValueError(f"model 'conv' needs square images with a power-of-two side "
+                                 f">= 8, got {h}x{w}: pass image_size (--image-size 32) to resize")
+        return kind
+
+    def _build_models(self) -> Tuple[nn.Module, nn.Module]:
+        cfg, ds = self.config, self.dataset
+        sn = cfg.method == "sn"
+        if self.model_kind == "conv":
+            c, size, _ = ds.shape
+            return (ConvGenerator(cfg.latent_dim, c, size, cfg.feature_maps),
+                    ConvCritic(c, size, cfg.feature_maps, spectral_norm=sn))
+        if ds.kind == "tabular":
+            gen: nn.Module = TabularGenerator(cfg.latent_dim, ds.dim,
+                                              hidden=(cfg.hidden_dim, cfg.hidden_dim),
+                                              categorical_spans=ds.categorical_spans)
+        else:
+            act = "tanh" if ds.kind == "image" else None
+            gen = MLPGenerator(cfg.latent_dim, cfg.hidden_dim, ds.shape, act,
+                               batch_norm=cfg.generator_batchnorm)
+        if self.model_kind == "pac":
+            critic: nn.Module = PacCritic(ds.dim, cfg.pac, hidden=(cfg.hidden_dim, cfg.hidden_dim))
+        else:
+            critic = MLPCritic(ds.shape, cfg.hidden_dim, spectral_norm=sn)
+        return gen, critic
+
+    def _check_batch_norm_batch(self) -> None:
+        """BatchNorm in training mode needs two samples per batch; a batch of one would fail at
+        the first generator call, so it is refused here, before any training."""
+        cfg = self.config
+        if cfg.batch_size >= 2 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                          for m in self.generator.modules()):
+            return
+        fix = ("use batch_size >= 2 (--batch 2)" + (
+            ", or a generator without BatchNorm (generator_batchnorm=False, "
+            "--no-generator-batchnorm)" if isinstance(self.generator, MLPGenerator) else ""))
+        raise ValueError(f"batch_size {cfg.batch_size} is too small for the "
+                         f"{type(self.generator).__name__}'s BatchNorm layers, which need at "
+                         f"least 2 samples per batch in training: {fix}")
+
+    def _check_backend(self) -> None:
+        """The penalty backend must run on this run's device: checked now, not at the first
+        critic step."""
+        cfg = self.config
+        if cfg.method not in PENALTY_KINDS or cfg.penalty_impl != "fused":
+            return
+        try:
+            backends.resolve(cfg.backend, self.device)
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"backend {cfg.backend!r} (--backend) cannot compute the penalty on "
+                             f"{self.device}: {exc}. Available here: "
+                             f"{', '.join(backends.available_backends())}; "
+                             f"'auto' picks one") from None
+
+    def _build_train_step(self) -> steps_mod.TrainStep | None:
+        """The whole iteration as a wgangp_fast.steps.TrainStep for the step modes other than
+        eager (None: the eager loop of _critic_step and _generator_step). The mode is chosen
+        here, so a mode that cannot run this configuration is refused before training; under
+        "auto" such a configuration keeps the eager loop, with a warning that says why."""
+        cfg = self.config
+        if cfg.step_mode == "eager":
+            return None
+        why = cfg.step_mode_conflict()
+        if self.dist.enabled:
+            why = "a distributed run (DDP's all-reduce hooks need eager autograd)"
+        if why:
+            if cfg.step_mode == "auto":
+                return None
+            raise ValueError(f"step_mode {cfg.step_mode!r} cannot run {why}: use step_mode "
+                             f"'eager'")
+        mode, why = steps_mod.choose_mode(cfg.step_mode, self.device, self.critic,
+                                          modules=[self.generator],
+                                          optimizers=[self.optimizer_c, self.optimizer_g])
+        if mode == "eager":
+            if why:
+                warnings.warn(f"step_mode 'auto' runs eager: {why}", RuntimeWarning,
+                              stacklevel=3)
+            return None
+        autocast = {"bf16": torch.bfloat16}.get(cfg.precision)
+        critic_step = steps_mod.CriticStep(
+            self.critic, self.optimizer_c, lambda_gp=cfg.gp_lambda, pac=cfg.pac,
+            kind=PENALTY_KINDS[cfg.method], mode=mode, autocast=autocast,
+            gp_every=cfg.gp_every, backend=cfg.backend)
+        generator_step = steps_mod.GeneratorStep(self.generator, self.critic, self.optimizer_g,
+                                                 mode=mode, autocast=autocast)
+        return steps_mod.TrainStep(critic_step, generator_step, latent_dim=cfg.latent_dim,
+                                   n_critic=cfg.n_critic)
+
+    @property
+    def step_mode(self) -> str:
+        """The mode the iterations run in ("eager" or one of wgangp_fast.steps.MODES)."""
+        if self.train_iteration is None:
+            return "eager"
+        return self.train_iteration.mode or self.train_iteration.requested_mode
+
+    def _build_ema(self) -> nn.Module | None:
+        """The averaged generator of ema_decay > 0: a frozen copy, always in eval mode."""
+        if self.config.ema_decay <= 0:
+            return None
+        ema = copy.deepcopy(self.generator).eval()
+        for p in ema.parameters():
+            p.requires_grad_(False)
+        return ema
+
+    def _build_optimizers(self):
+        cfg = self.config
+        if cfg.method == "clip":
+            return (torch.optim.RMSprop(self.generator.parameters(), lr=cfg.clip_lr),
+                    torch.optim.RMSprop(self.critic.parameters(), lr=cfg.clip_lr))
+        betas = (float(cfg.beta1), float(cfg.beta2))
+        c = loss.lazy_adam_factor(cfg)
+        betas_c = (float(cfg.beta1) ** c, float(cfg.beta2) ** c)
+        return (torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas),
+                torch.optim.Adam(self.critic.parameters(), lr=cfg.lr * c, betas=betas_c))
+
+    # -- one step ----------------------------------------------------------------------------
+
+    def _autocast(self):
+        return loss.autocast(self.config.precision, self.device.type)
+
+    def _noise(self, n: int) -> Tensor:
+        return torch.randn(n, self.config.latent_dim, device=self.device)
+
+    def _penalty(self, real: Tensor, fake: Tensor, alpha: Tensor | None = None) -> Tensor | None:
+        """The penalty of this method (None for clip and sn), through the inner critic: its
+        input gradient stays process-local under DDP (see wgangp_fast.train.distributed)."""
+        return loss.penalty(self.config, self.critic, real, fake, alpha=alpha,
+                            scaler=self.scaler)
+
+    def _optimizer_step(self, optimizer, scaler) -> bool:
+        skipped = loss.optimizer_step(optimizer, scaler)
+        self.amp_skipped_steps += int(skipped)
+        return skipped
+
+    def _critic_backward(self, real: Tensor, fake: Tensor,
+                         alpha: Tensor | None = None) -> Dict[str, Any]:
+        """The critic loss of one step and its backward; no optimiser step (loss.critic_backward:
+        the Wasserstein term through the DDP wrapper, the penalty through _penalty on every
+        gp_every-th critic step)."""
+        penalty_fn = None
+        if loss.regularises(self.config, self.critic_iters):
+            def penalty_fn():
+                return self._penalty(real, fake, alpha)
+        return loss.critic_backward(self.config, self.critic_ddp, real, fake, penalty_fn,
+                                    scaler=self.scaler, precision_context=self._autocast())
+
+    def _critic_step(self, real: Tensor) -> Dict[str, Any]:
+        """One critic update on a real batch; returns detached loss_c, wasserstein and gp (None
+        on a step without the penalty) and whether the GradScaler skipped the update."""
+        cfg = self.config
+        n = real.shape[0]
+        self.optimizer_c.zero_grad(set_to_none=not cfg.separate_backward)
+        with torch.no_grad(), self._autocast():
+            fake = self.generator(self._noise(n))
+        stats = self._critic_backward(real, fake.to(real.dtype))
+        skipped = self._optimizer_step(self.optimizer_c, self.scaler)
+        self._skipped_in_a_row = self._skipped_in_a_row + 1 if skipped else 0
+        if cfg.method == "clip":
+            with torch.no_grad():
+                for p in self.critic.parameters():
+                    p.clamp_(-cfg.clip_value, cfg.clip_value)
+        self.critic_iters += 1
+        if stats["gp"] is not None:
+            self._last_gp = stats["gp"]
+            self._last_gp_skipped = skipped
+        stats["skipped"] = skipped
+        return stats
+
+    def _generator_step(self, n: int) -> Tensor:
+        self.optimizer_g.zero_grad(set_to_none=True)
+        loss_g = loss.generator_backward(self.generator_ddp, self.critic, self._noise(n),
+                                         scaler=self.scaler_g,
+                                         precision_context=self._autocast())
+        self._optimizer_step(self.optimizer_g, self.scaler_g)
+        return loss_g
+
+    def ema_decay_at(self, updates: int) -> float:
+        """The averaging weight after `updates` generator updates: min(ema_decay, (1 + t) /
+        (10 + t)), TensorFlow's ExponentialMovingAverage with num_updates, so that the
+        average forgets the random initial weights within the first few dozen steps."""
+        return min(self.config.ema_decay, (1.0 + updates) / (10.0 + updates))
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema <- d * ema + (1 - d) * weights, for the parameters and the floating-point buffers
+        (BatchNorm running statistics); integer buffers (batch counters) are copied."""
+        if self.generator_ema is None:
+            return
+        weight = 1.0 - self.ema_decay_at(self.step)
+        for avg, cur in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            avg.lerp_(cur, weight)
+        for avg, cur in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            if avg.is_floating_point():
+                avg.lerp_(cur, weight)
+            else:
+                avg.copy_(cur)
+
+    def _set_learning_rate(self) -> None:
+        """lr_decay "linear": lr * (1 - step / steps), as Gulrajani et al. decay it for CIFAR-10.
+        A function of the step alone, so a resumed run follows the same schedule."""
+        cfg = self.config
+        if cfg.lr_decay != "linear":
+            return
+        base = cfg.clip_lr if cfg.method == "clip" else cfg.lr
+        factor = max(0.0, 1.0 - self.step / max(cfg.steps, 1))
+        for opt, c in ((self.optimizer_g, 1.0), (self.optimizer_c, loss.lazy_adam_factor(cfg))):
+            for group in opt.param_groups:
+                group["lr"] = base * factor * c
+
+    def _whole_iteration(self) -> Tuple[Dict[str, Any], Tensor]:
+        """One iteration through the TrainStep (step modes other than eager)."""
+        train = self.train_iteration
+        train.critic_step.calls = self.critic_iters  # lazy regularisation's phase, on resume too
+        stats = train([self.sampler.next() for _ in range(self.config.n_critic)])
+        self.critic_iters += self.config.n_critic
+        if stats.critic.penalty is not None:
+            self._last_gp = stats.critic.penalty
+            self._last_gp_skipped = False
+        return {"loss_c": stats.critic.loss, "wasserstein": stats.critic.wasserstein,
+                "skipped": False}, stats.loss_g
+
+    def train_step(self) -> Dict[str, float]:
+        """n_critic critic updates (a fresh real batch each), then one generator update."""
+        self._set_learning_rate()
+        self.generator.train()
+        self.critic.train()
+        if self.train_iteration is not None:
+            stats, loss_g = self._whole_iteration()
+        else:
+            for _ in range(self.config.n_critic):
+                stats = self._critic_step(self.sampler.next())
+            loss_g = self._generator_step(self.config.batch_size)
+        values = torch.stack([stats["loss_c"].float(), loss_g.float(), self._last_gp.float(),
+                              stats["wasserstein"].float()])
+        # the mean over the ranks, so that every rank logs (and stops on) the same values
+        record = dict(zip(HISTORY_KEYS, distributed.all_reduce_mean(values).cpu().tolist()))
+        bad = {k for k, v in record.items() if not math.isfinite(v)}
+        # An fp16 step the GradScaler skipped had inf/NaN gradients, which also make the penalty
+        # (computed from scaled gradients) non-finite: the weights were left alone and the scale
+        # backed off, so the run goes on. A non-finite forward value (wasserstein, loss_g) is
+        # nothing the scaler can fix.
+        handled = set()
+        if stats["skipped"]:
+            handled.add("loss_c")
+        if self._last_gp_skipped:
+            handled.add("gp")
+        if bad - handled or self._skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
+            raise NonFiniteLossError(self.step + 1, record)
+        self.step += 1
+        self._update_ema()
+        for k, v in record.items():
+            self.history[k].append(v)
+        return record
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def checkpoint_path(self, out_dir: str | None = None) -> str | None:
+        folder = out_dir or self.config.out_dir
+        return os.path.join(folder, CHECKPOINT_NAME) if folder else None
+
+    def checkpoint_bytes(self, steps: int | None = None) -> int:
+        """About how large the checkpoint grows by `steps` (default config.steps): the weights,
+        two optimiser moments per parameter, the averaged generator, the history and room for
+        the rest. An upper estimate, for the free-space check."""
+        def size(module):
+            if module is None:
+                return 0
+            return sum(t.numel() * t.element_size()
+                       for t in list(module.parameters()) + list(module.buffers()))
+
+        total = self.config.steps if steps is None else int(steps)
+        weights = size(self.generator) + size(self.critic)
+        return (3 * weights + size(self.generator_ema) + len(HISTORY_KEYS) * 8 * total
+                + 2 ** 20)
+
+    def check_output_folder(self, folder: str | None = None, steps: int | None = None) -> None:
+        """Before training: the output folder exists, is writable and has room for a checkpoint
+        (and its temporary copy while it is replaced). OutputFolderError otherwise."""
+        folder = folder or self.config.out_dir
+        if not folder or not self.is_main_process:
+            return
+        with lock_output_folder(folder):
+            ckpt_mod.check_free_space(folder, self.checkpoint_bytes(steps))
+
+    def _checkpoint_if_new(self, ckpt: str) -> None:
+        if self._saved_at != (os.path.realpath(ckpt), self.step):
+            self.save_checkpoint(ckpt)
+
+    def train(self, steps: int | None = None, *, progress: bool = False) -> Dict[str, List[float]]:
+        """Train until `steps` generator steps in total (default config.steps), checkpointing
+        every config.checkpoint_every steps and at the end when config.out_dir is set.
+
+        With an out_dir, before the first step: the folder is locked against other runs
+        (lock_output_folder), checked for space, and given a checkpoint of the starting state;
+        SIGINT or SIGTERM then stop the run after the current step with a checkpoint of it
+        (TrainingInterrupted)."""
+        total = self.config.steps if steps is None else int(steps)
+        ckpt = self.checkpoint_path()
+        every = self.config.checkpoint_every
+        lock = (lock_output_folder(self.config.out_dir) if ckpt and self.is_main_process
+                else contextlib.nullcontext())
+        bar = None
+        with lock:
+            if ckpt:
+                self.check_output_folder(steps=total)
+                self._checkpoint_if_new(ckpt)
+            if progress and self.is_main_process:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=total, initial=min(self.step, total), unit="step",
+                           dynamic_ncols=True)
+            try:
+                with _stop_on_signals(bool(ckpt) and not self.dist.enabled) as stop:
+                    while self.step < total:
+                        start = time.perf_counter()
+                        record = self.train_step()
+                        self.train_seconds += time.perf_counter() - start
+                        if ckpt and every and self.step % every == 0 and self.step < total:
+                            self.save_checkpoint(ckpt)
+                        if bar is not None:
+                            bar.update(1)
+                            if self.step % 10 == 0 or self.step == total:
+                                bar.set_postfix(W=f"{record['wasserstein']:.4f}",
+                                                GP=f"{record['gp']:.4f}", refresh=False)
+                        if stop["signum"] is not None:
+                            self._checkpoint_if_new(ckpt)
+                            raise TrainingInterrupted(self.step, stop["signum"], ckpt)
+            finally:
+                if bar is not None:
+                    bar.close()
+            if ckpt:
+                self._checkpoint_if_new(ckpt)
+        return self.history
+
+    @torch.no_grad()
+    def generate_samples(self, n: int = 64, seed: int | None = None,
+                         noise: Tensor | None = None, ema: bool = True) -> Tensor:
+        """n generated samples in model space, on the CPU, with the generator in eval mode: the
+        averaged generator when ema_decay > 0 (unless ema=False), else the trained one.
+
+        With `seed` (or explicit `noise`) the noise comes from its own generator, so calling this
+        during training does not change the training run's random stream.
+        """
+        if noise is None:
+            if seed is None:
+                noise = self._noise(n)
+            else:
+                g = torch.Generator().manual_seed(int(seed))
+                noise = torch.randn(n, self.config.latent_dim, generator=g).to(self.device)
+        model = self.generator_ema if ema and self.generator_ema is not None else self.generator
+        was_training = model.training
+        model.eval()
+        try:
+            chunks = [model(z).float().cpu() for z in noise.split(4096)]
+        finally:
+            model.train(was_training)
+        return torch.cat(chunks)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _state_is_finite(self) -> bool:
+        return ckpt_mod.state_is_finite((self.generator, self.critic, self.generator_ema),
+                                        (self.optimizer_g, self.optimizer_c))
+
+    def _check_data_matches(self, state: Dict[str, Any]) -> None:
+        cfg = self.config
+        source = f"the data ({cfg.data_path})" if cfg.data_path else f"dataset {cfg.dataset!r}"
+        ckpt_mod.check_data_matches(state, self.dataset, source,
+                                    {"generator": self.generator, "critic": self.critic})
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The whole training state. In a distributed run every rank must call it (it gathers
+        each rank's RNG and sampler state under "ranks")."""
+        own = {"rng": ckpt_mod.rng_state(), "sampler": self.sampler.state_dict()}
+        ranks = distributed.gather_objects(own) if self.dist.enabled else []
+        portable = ckpt_mod.portable_optimizer_state
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "critic_iters": self.critic_iters,
+            "train_seconds": self.train_seconds,
+            "generator": self.generator.state_dict(),
+            "critic": self.critic.state_dict(),
+            "optimizer_g": portable(self.optimizer_g.state_dict()),
+            "optimizer_c": portable(self.optimizer_c.state_dict()),
+            "sampler": self.sampler.state_dict(),
+            "rng": ckpt_mod.rng_state(),
+            "fixed_noise": self.fixed_noise.cpu(),
+            "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in self.history.items()},
+            "world_size": self.world_size,
+            "ranks": ranks,
+            "last_gp": float(self._last_gp),
+            "amp_skipped_steps": self.amp_skipped_steps,
+            "data": ckpt_mod.data_signature(self.dataset),
+        }
+        if self.generator_ema is not None:
+            state["generator_ema"] = self.generator_ema.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+            state["scaler_g"] = self.scaler_g.state_dict()
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any], path: str = "the checkpoint") -> None:
+        """Restore a checkpoint's state; it is checked first (check_checkpoint, and against the
+        models this trainer's data builds), so a refused one changes nothing."""
+        ckpt_mod.check_checkpoint(state, path)
+        self._check_data_matches(state)
+        self.generator.load_state_dict(state["generator"])
+        self.critic.load_state_dict(state["critic"])
+        if self.generator_ema is not None:
+            if "generator_ema" not in state:
+                raise ValueError("the checkpoint has no averaged generator (generator_ema) but "
+                                 "the config has ema_decay > 0")
+            self.generator_ema.load_state_dict(state["generator_ema"])
+        self.optimizer_g.load_state_dict(state["optimizer_g"])
+        self.optimizer_c.load_state_dict(state["optimizer_c"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.fixed_noise = state["fixed_noise"].to(self.device)
+        self.step = int(state["step"])
+        self.critic_iters = int(state["critic_iters"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.history = {k: state["history"][k].tolist() for k in HISTORY_KEYS}
+        self._last_gp = torch.tensor(float(state.get("last_gp", 0.0)), device=self.device)
+        self.amp_skipped_steps = int(state.get("amp_skipped_steps", 0))
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+            self.scaler_g.load_state_dict(state["scaler_g"])
+        ranks = state.get("ranks") or []
+        if not self.dist.enabled:
+            ckpt_mod.set_rng_state(state["rng"])
+        elif len(ranks) == self.world_size:
+            self.sampler.load_state_dict(ranks[self.rank]["sampler"])
+            ckpt_mod.set_rng_state(ranks[self.rank]["rng"])
+        else:
+            # saved with another number of ranks: fresh streams, a function of (seed, rank, step)
+            seed = self.config.seed
+            ckpt_mod.seed_all(distributed.derive_seed(seed, self.rank, self.step))
+            self.sampler.generator.manual_seed(
+                distributed.derive_seed(seed * 1009 + 17, self.rank, self.step))
+
+    def save_checkpoint(self, path: str) -> None:
+        """Write the whole training state atomically; refuses a state with NaN/inf weights or
+        optimiser state, so a good checkpoint is never replaced by a broken one. Collective in a
+        distributed run: every rank calls it, rank 0 writes."""
+        # the weights are identical on every rank, so every rank decides the same here
+        if not self._state_is_finite():
+            raise NonFiniteLossError(self.step, {"weights": float("nan")})
+        state = self.state_dict()
+        if self.is_main_process:
+            ckpt_mod.atomic_save(state, path)
+        distributed.barrier()
+        self._saved_at = (os.path.realpath(path), self.step)
+
+    @staticmethod
+    def read_checkpoint(path: str, map_location: Any = "cpu", *,
+                        check: bool = True) -> Dict[str, Any]:
+        """The checkpoint at `path` (wgangp_fast.train.checkpoint.read_checkpoint)."""
+        return ckpt_mod.read_checkpoint(path, map_location, check=check)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, dataset: data_mod.Dataset | None = None,
+                        **overrides: Any) -> WGANGPTrainer:
+        """A trainer in exactly the state saved at `path`. `overrides` may change settings that
+        do not alter the models or the data (config.RESUMABLE: steps, out_dir, checkpoint_every,
+        device, backend, n_eval_samples, step_mode)."""
+        state = cls.read_checkpoint(path)
+        bad = sorted(k for k, v in overrides.items() if v is not None and k not in RESUMABLE)
+        if bad:
+            raise ValueError(f"cannot change {', '.join(bad)} when resuming (only "
+                             f"{', '.join(sorted(RESUMABLE))})")
+        try:
+            cfg = WGANGPConfig.from_dict(state["config"])
+        except (TypeError, ValueError) as exc:
+            raise ckpt_mod.CheckpointError(f"{path}: the checkpoint's config is not one this "
+                                           f"version can read ({exc})") from None
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        trainer = cls(cfg, dataset=dataset)
+        trainer.load_state_dict(state, path)
+        trainer._saved_at = (os.path.realpath(path), trainer.step)
+        return trainer
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    def evaluate(self, samples: np.ndarray | None = None, ema: bool = True) -> Dict[str, Any]:
+        """The dataset's quality metrics (wgangp_fast.train.metrics) on n_eval_samples samples
+        (of the averaged generator when there is one, unless ema=False)."""
+        if samples is None:
+            samples = self.generate_samples(self.config.n_eval_samples,
+                                            seed=self.config.seed + 2, ema=ema).numpy()
+        return metrics_mod.evaluate(self.dataset, samples, seed=self.config.seed)
+
+    def write_outputs(self, out_dir: str | None = None) -> Dict[str, Any]:
+        """samples.npy, samples.png, curves.png, metrics.json, history.csv, config.json (and
+        samples.csv for tables) in out_dir (wgangp_fast.train.outputs). Returns the metrics."""
+        folder = out_dir or self.config.out_dir
+        if not folder:
+            raise ValueError("write_outputs needs an out_dir")
+        if not self.is_main_process:
+            return {}
+        os.makedirs(folder, exist_ok=True)
+        cfg = self.config
+        n = max(2500, cfg.n_eval_samples)
+        samples = self.generate_samples(n, seed=cfg.seed + 2).numpy()
+        metrics = self.evaluate(samples[: cfg.n_eval_samples])
+        metrics.update({
+            "dataset": cfg.dataset, "model": self.model_kind, "method": cfg.method,
+            "steps": self.step, "critic_iters": self.critic_iters,
+            "train_seconds": round(self.train_seconds, 3),
+            "steps_per_second": round(self.step / self.train_seconds, 3)
+            if self.train_seconds > 0 else None,
+            "device": str(self.device), "world_size": self.world_size,
+            "precision": cfg.precision, "step_mode": self.step_mode,
+            "gp_every": cfg.gp_every, "ema_decay": cfg.ema_decay,
+        })
+        if self.generator_ema is not None:
+            # the same metrics for the trained (not averaged) weights, to show what EMA adds
+            raw = self.evaluate(ema=False)
+            metrics["raw_generator"] = {k: v for k, v in raw.items()
+                                        if not isinstance(v, (list, dict))}
+        if self.scaler is not None:
+            metrics["amp_skipped_steps"] = self.amp_skipped_steps
+        metrics.update(outputs_mod.summarise_history(self.history))
+        grid = self.generate_samples(noise=self.fixed_noise).numpy()
+        outputs_mod.write_outputs(folder, dataset=self.dataset, config=cfg,
+                                  history=self.history, samples=samples, grid=grid,
+                                  metrics=metrics, step=self.step)
+        return metrics
