@@ -1,5 +1,5 @@
 """The WGAN-GP trainer: short CPU runs of every dataset and method, the fused penalty against the
-plain-autograd references on a whole training trajectory, exact resume, atomic checkpoints and the
+plain-autograd penalty on a whole training trajectory, exact resume, atomic checkpoints and the
 non-finite-loss stop."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def test_config_defaults_are_seed_002s():
     cfg = WGANGPConfig()
     assert (cfg.latent_dim, cfg.hidden_dim, cfg.lr, cfg.beta1, cfg.beta2) == (100, 256, 1e-4, 0.0,
                                                                                0.9)
-    assert (cfg.gp_lambda, cfg.n_critic, cfg.batch_size, cfg.seed) == (10.0, 5, 64, 42)
+    assert (cfg.lambda_gp, cfg.n_critic, cfg.batch_size, cfg.seed) == (10.0, 5, 64, 42)
     assert cfg.method == "gp" and cfg.penalty_impl == "fused"
     tuned = WGANGPConfig.for_dataset("ring8", lr=5e-4)
     assert tuned.lr == 5e-4 and tuned.batch_size == trainer_mod.DATASET_PRESETS["ring8"][
@@ -152,11 +152,11 @@ def test_methods(tmp_path):
     ("csv", {}),
     ("digits", {"model": "conv", "feature_maps": 4}),
 ])
-def test_fused_and_reference_penalties_give_the_same_trajectory(dataset, kw, csv_path):
+def test_fused_and_autograd_penalties_give_the_same_trajectory(dataset, kw, csv_path):
     if dataset == "csv":
         kw = dict(kw, data_path=csv_path)
     runs = []
-    for impl in ("fused", "reference"):
+    for impl in ("fused", "autograd"):
         t = WGANGPTrainer(small(dataset, penalty_impl=impl, steps=4, **kw))
         if t.config.method == "lp":
             # steep critic (gradient norms > 1), so that the one-sided penalty is not all zeros

@@ -78,7 +78,7 @@ def test_compile_mode_resumes_exactly(tmp_path):
 @pytest.mark.parametrize("setting, message", [
     ({"method": "clip", "gp_every": 1}, "method 'clip'"),
     ({"method": "sn", "gp_every": 1}, "method 'sn'"),
-    ({"penalty_impl": "reference"}, "penalty_impl 'reference'"),
+    ({"penalty_impl": "autograd"}, "penalty_impl 'autograd'"),
     ({"separate_backward": True}, "separate_backward"),
     ({"precision": "fp16", "gp_every": 1}, "precision fp16"),
 ])

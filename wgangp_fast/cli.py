@@ -25,7 +25,7 @@ __all__ = ["build_parser", "main"]
 _FLAG_FIELDS = {
     "dataset": "dataset", "data": "data_path", "npz_key": "npz_key", "categorical": "categorical",
     "image_size": "image_size", "model": "model", "method": "method", "steps": "steps",
-    "batch": "batch_size", "pac": "pac", "lambda_gp": "gp_lambda", "n_critic": "n_critic",
+    "batch": "batch_size", "pac": "pac", "lambda_gp": "lambda_gp", "n_critic": "n_critic",
     "lr": "lr", "lr_decay": "lr_decay", "latent_dim": "latent_dim", "hidden_dim": "hidden_dim",
     "feature_maps": "feature_maps", "seed": "seed", "device": "device", "backend": "backend",
     "penalty_impl": "penalty_impl", "separate_backward": "separate_backward",
@@ -87,7 +87,15 @@ def _rank_from_env() -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .backends import BACKENDS
     from .train import data
-    from .train.config import LR_DECAYS, METHODS, MODELS, PENALTY_IMPLS, PRECISIONS, STEP_MODES
+    from .train.config import (
+        LR_DECAYS,
+        METHODS,
+        MODELS,
+        PENALTY_IMPLS,
+        PRECISIONS,
+        STEP_MODES,
+        current_value,
+    )
 
     parser = argparse.ArgumentParser(
         prog="wgangp-fast",
@@ -129,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     o = t.add_argument_group("optimisation")
     o.add_argument("--steps", type=_non_negative_int, help="generator steps in total")
     o.add_argument("--batch", type=_positive_int, help="batch size")
-    o.add_argument("--lambda", dest="lambda_gp", type=_non_negative_float,
+    o.add_argument("--lambda", "--lambda-gp", dest="lambda_gp", type=_non_negative_float,
                    help="penalty weight (default 10; gamma for r1 / r2)")
     o.add_argument("--gp-every", type=_positive_int, metavar="K",
                    help="lazy regularisation: the penalty on every K-th critic step only, "
@@ -157,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--precision", choices=PRECISIONS,
                    help="fp32 (default), bf16 (autocast) or fp16 (autocast and GradScaler)")
     r.add_argument("--penalty-impl", choices=PENALTY_IMPLS,
-                   help="fused (default) or the plain-autograd reference penalty")
+                   type=lambda text: current_value("penalty_impl", text),
+                   help="fused (default) or autograd: the same penalty in plain autograd, for "
+                        "comparison ('reference' is its old name)")
     r.add_argument("--separate-backward", action="store_true", default=None,
                    help="pen.backward(retain_graph=True); loss.backward() as in seed 000")
     r.add_argument("--out", metavar="DIR", help="output folder (default runs/<dataset>)")
@@ -254,6 +264,7 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         WGANGPTrainer,
         lock_output_folder,
     )
+    from .train.config import current_settings
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -280,7 +291,7 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         if args.resume:
             if not os.path.isfile(ckpt):
                 raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
-            saved = WGANGPTrainer.read_checkpoint(ckpt)["config"]
+            saved = current_settings(WGANGPTrainer.read_checkpoint(ckpt)["config"])
             missing = _missing_extras(args, saved.get("dataset"))
             if missing:
                 raise ValueError(missing)

@@ -4,15 +4,17 @@ configuration, and what a resumed run may change."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
 from .. import backends
 from .. import steps as steps_mod
 from . import data as data_mod
+from ._compat import warn_once
 
 __all__ = ["DATASET_PRESETS", "RESUMABLE", "WGANGPConfig"]
 
@@ -23,13 +25,18 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 # how a training iteration runs (wgangp_fast.steps): "eager" is the trainer's own loop
 STEP_MODES = steps_mod.MODES
 MODELS = ("auto", "mlp", "conv", "pac")
-PENALTY_IMPLS = ("fused", "reference")
+# "autograd": the same penalty in plain autograd, for comparison (loss.autograd_penalty)
+PENALTY_IMPLS = ("fused", "autograd")
 LR_DECAYS = ("none", "linear")
 # what each generator step records: the history, history.csv and the checkpoint hold these
 HISTORY_KEYS = ("loss_c", "loss_g", "gp", "wasserstein")
 # the settings a resumed run may change: none of them alters the models, the data or the schedule
 RESUMABLE = frozenset({"steps", "out_dir", "checkpoint_every", "device", "backend",
                        "n_eval_samples", "step_mode"})
+# Old names of settings and values, still accepted (with a one-time FutureWarning) by
+# WGANGPConfig(...), for_dataset, from_dict (a checkpoint's saved config) and the command line.
+RENAMED = {"gp_lambda": "lambda_gp"}  # the penalty weight's name everywhere else
+RENAMED_VALUES = {"penalty_impl": {"reference": "autograd"}}  # "reference" is also a backend
 
 # Per-dataset settings that differ from the seed defaults, each kept because measured CPU runs of
 # a few minutes scored better with it (wgangp_fast.train.metrics; README, "Train a WGAN-GP"):
@@ -46,7 +53,7 @@ RESUMABLE = frozenset({"steps", "out_dir", "checkpoint_every", "device", "backen
 # - No EMA: with the decay to 0 the averaged generator was no better (ring8, 3000 steps: 72.6%
 #   against 78.1% without); it pays off with a constant lr (ring8, lr 4e-3, 1500 steps: 70%
 #   against 14%).
-_TOY = {"batch_size": 256, "hidden_dim": 64, "lr": 5e-4, "beta1": 0.5, "gp_lambda": 0.1,
+_TOY = {"batch_size": 256, "hidden_dim": 64, "lr": 5e-4, "beta1": 0.5, "lambda_gp": 0.1,
         "lr_decay": "linear"}
 DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
     "ring8": dict(_TOY, steps=5000, lr=1e-2, latent_dim=2, generator_batchnorm=False),
@@ -57,6 +64,66 @@ DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def current_value(name: str, value: Any) -> Any:
+    """`value` of setting `name`, an old value replaced by its current name (with a one-time
+    warning)."""
+    new = RENAMED_VALUES.get(name, {}).get(value) if isinstance(value, str) else None
+    if new is None:
+        return value
+    warn_once(f"value {name}={value}", f"{name} {value!r} is now called {new!r}; {value!r} still "
+                                       f"works, in code and in saved configs, but will be removed")
+    return new
+
+
+def current_settings(settings: Mapping[str, Any]) -> Dict[str, Any]:
+    """`settings` (keyword arguments, or a saved config) with old names and values replaced by
+    the current ones, each warned about once per process."""
+    out = dict(settings)
+    for old, new in RENAMED.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if new in out and out[new] != value:
+            raise TypeError(f"WGANGPConfig got {old}={value!r} and {new}={out[new]!r}: {old} is "
+                            f"the old name of {new}, give only {new}")
+        _warn_renamed(old, new)
+        out.setdefault(new, value)
+    for name in RENAMED_VALUES:
+        if name in out:
+            out[name] = current_value(name, out[name])
+    return out
+
+
+def _warn_renamed(old: str, new: str) -> None:
+    warn_once(f"setting {old}", f"WGANGPConfig's {old!r} is now {new!r}, as the rest of "
+                                f"wgangp_fast names it; {old!r} still works, in code and in "
+                                f"saved configs, but will be removed")
+
+
+def _accepts_old_names(cls):
+    """The old setting names in the constructor (and so in dataclasses.replace) and as
+    attributes, each with its one-time warning."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **current_settings(kwargs))
+
+    cls.__init__ = __init__
+    for old, new in RENAMED.items():
+        def get(self, old=old, new=new):
+            _warn_renamed(old, new)
+            return getattr(self, new)
+
+        def set(self, value, old=old, new=new):
+            _warn_renamed(old, new)
+            setattr(self, new, value)
+
+        setattr(cls, old, property(get, set, doc=f"The old name of {new}."))
+    return cls
+
+
+@_accepts_old_names
 @dataclass
 class WGANGPConfig:
     """Every setting of a run. Defaults are seed 002's; `for_dataset` applies DATASET_PRESETS."""
@@ -78,7 +145,7 @@ class WGANGPConfig:
     ema_decay: float = 0.0
     beta1: float = 0.0
     beta2: float = 0.9
-    gp_lambda: float = 10.0
+    lambda_gp: float = 10.0
     n_critic: int = 5
     batch_size: int = 64
     pac: int = 1
@@ -97,12 +164,16 @@ class WGANGPConfig:
     checkpoint_every: int = 0
     n_eval_samples: int = 2500
 
+    def __post_init__(self) -> None:
+        for name in RENAMED_VALUES:
+            setattr(self, name, current_value(name, getattr(self, name)))
+
     @classmethod
     def for_dataset(cls, dataset: str = "ring8", **overrides: Any) -> WGANGPConfig:
         """The seed defaults, then the dataset's preset, then `overrides` (None values ignored)."""
         settings: Dict[str, Any] = {"dataset": dataset}
         settings.update(DATASET_PRESETS.get(dataset, {}))
-        settings.update({k: v for k, v in overrides.items() if v is not None})
+        settings.update(current_settings({k: v for k, v in overrides.items() if v is not None}))
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(settings) - names)
         if unknown:
@@ -111,8 +182,10 @@ class WGANGPConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> WGANGPConfig:
+        """The config of to_dict's dict (config.json, a checkpoint's "config"), old names
+        included; keys this version does not know are left out."""
         names = {f.name for f in dataclasses.fields(cls)}
-        kept = {k: v for k, v in d.items() if k in names}
+        kept = {k: v for k, v in current_settings(d).items() if k in names}
         if "categorical" in kept:
             kept["categorical"] = tuple(kept["categorical"] or ())
         return cls(**kept)
@@ -129,7 +202,7 @@ class WGANGPConfig:
             return (f"method {self.method!r} (weight clipping or a spectral-norm critic, whose "
                     f"power iteration mutates buffers)")
         if self.penalty_impl != "fused":
-            return "penalty_impl 'reference' (the plain-autograd comparison path)"
+            return "penalty_impl 'autograd' (the plain-autograd comparison path)"
         if self.separate_backward:
             return "separate_backward (two backward calls per step)"
         if self.precision == "fp16":
@@ -143,6 +216,7 @@ class WGANGPConfig:
             value = getattr(self, f.name)
             if isinstance(value, np.generic):
                 setattr(self, f.name, value.item())
+        self.__post_init__()  # an old value set since construction
 
         def choice(name, allowed):
             value = getattr(self, name)
@@ -178,8 +252,8 @@ class WGANGPConfig:
         if self.gp_every > 1 and self.method not in PENALTY_KINDS:
             raise ValueError(f"gp_every > 1 (lazy regularisation) needs a penalty method "
                              f"({', '.join(PENALTY_KINDS)}), got method {self.method!r}")
-        if self.precision == "fp16" and self.penalty_impl == "reference":
-            raise ValueError("penalty_impl 'reference' has no GradScaler path: use precision "
+        if self.precision == "fp16" and self.penalty_impl == "autograd":
+            raise ValueError("penalty_impl 'autograd' has no GradScaler path: use precision "
                              "fp32 or bf16 with it, or the fused penalty with fp16")
         for name in ("steps", "checkpoint_every"):
             integer(name, 0)
@@ -189,7 +263,7 @@ class WGANGPConfig:
         integer("seed", 0)
         for name in ("lr", "clip_value", "clip_lr"):
             number(name)
-        number("gp_lambda", positive=False)
+        number("lambda_gp", positive=False)
         number("ema_decay", positive=False)
         if not self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1) (0: no averaging), got "

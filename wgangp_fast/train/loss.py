@@ -107,9 +107,9 @@ def penalty(config: WGANGPConfig, critic: nn.Module, real: Tensor, fake: Tensor,
     if kind is None:
         return None
     if config.penalty_impl == "fused":
-        return gradient_penalty(critic, real, fake, lambda_gp=config.gp_lambda, pac=config.pac,
+        return gradient_penalty(critic, real, fake, lambda_gp=config.lambda_gp, pac=config.pac,
                                 kind=kind, alpha=alpha, scaler=scaler, backend=config.backend)
-    return autograd_penalty(critic, real, fake, kind=kind, lambda_gp=config.gp_lambda,
+    return autograd_penalty(critic, real, fake, kind=kind, lambda_gp=config.lambda_gp,
                             pac=config.pac, alpha=alpha)
 
 

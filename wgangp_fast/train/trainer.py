@@ -5,7 +5,7 @@ wgangp_fast.steps.TrainStep, and loops with checkpoints, signals and outputs.
 
 Lipschitz methods: "gp" (wgangp_fast.gradient_penalty), "lp" (one-sided: only gradient norms above
 1 are penalised, Petzka et al.), "r1" / "r2" (zero-centred penalties on real / fake samples,
-Mescheder et al., gamma = gp_lambda), "dragan" (norm 1 around perturbed real samples, Kodali et
+Mescheder et al., gamma = lambda_gp), "dragan" (norm 1 around perturbed real samples, Kodali et
 al.), "clip" (the original WGAN: RMSprop and weights clamped to [-c, c]) and "sn" (spectrally
 normalised critic, no penalty). `pac` > 1 packs consecutive samples into one critic input (PacGAN /
 CTGAN) with one penalty group per pack. The losses are in wgangp_fast.train.loss.
@@ -290,7 +290,7 @@ class WGANGPTrainer:
             return None
         autocast = {"bf16": torch.bfloat16}.get(cfg.precision)
         critic_step = steps_mod.CriticStep(
-            self.critic, self.optimizer_c, lambda_gp=cfg.gp_lambda, pac=cfg.pac,
+            self.critic, self.optimizer_c, lambda_gp=cfg.lambda_gp, pac=cfg.pac,
             kind=PENALTY_KINDS[cfg.method], mode=mode, autocast=autocast,
             gp_every=cfg.gp_every, backend=cfg.backend)
         generator_step = steps_mod.GeneratorStep(self.generator, self.critic, self.optimizer_g,
