@@ -21,23 +21,6 @@ from typing import List
 
 __all__ = ["build_parser", "main"]
 
-# command-line flag -> WGANGPConfig field
-_FLAG_FIELDS = {
-    "dataset": "dataset", "data": "data_path", "npz_key": "npz_key", "categorical": "categorical",
-    "image_size": "image_size", "model": "model", "method": "method", "steps": "steps",
-    "batch": "batch_size", "pac": "pac", "lambda_gp": "lambda_gp", "n_critic": "n_critic",
-    "lr": "lr", "lr_decay": "lr_decay", "latent_dim": "latent_dim", "hidden_dim": "hidden_dim",
-    "feature_maps": "feature_maps", "seed": "seed", "device": "device", "backend": "backend",
-    "penalty_impl": "penalty_impl", "separate_backward": "separate_backward",
-    "checkpoint_every": "checkpoint_every", "eval_samples": "n_eval_samples",
-    "precision": "precision", "gp_every": "gp_every",
-    "lazy_adam_correction": "lazy_adam_correction", "ema_decay": "ema_decay",
-    "generator_batchnorm": "generator_batchnorm", "step_mode": "step_mode",
-}
-# what --resume may change (everything else comes from the checkpoint)
-_RESUMABLE = {"steps", "device", "backend", "checkpoint_every", "n_eval_samples", "step_mode"}
-
-
 def _checked(convert, ok, what: str):
     """An argparse `type`: convert(text), accepted where ok(value); else "expected {what}"."""
     def parse(text: str):
@@ -84,18 +67,46 @@ def _rank_from_env() -> int:
         return 0  # distributed.setup reports the bad value by name
 
 
+_PARSERS = {"int>=0": _non_negative_int, "int>=1": _positive_int, "number>0": _positive_float,
+            "number>=0": _non_negative_float}
+
+
+def _config_flags():
+    """(field, flag) of every WGANGPConfig setting on the command line; the flag's dest is the
+    field's name."""
+    import dataclasses
+
+    from .train.config import WGANGPConfig
+
+    return [(f, f.metadata["flag"]) for f in dataclasses.fields(WGANGPConfig)
+            if "flag" in f.metadata]
+
+
+def _add_config_flag(group, field, flag) -> None:
+    """The argparse option of one setting, from its Flag and check (wgangp_fast.train.config)."""
+    from .train.config import RENAMED_VALUES, current_value
+
+    names = flag.names or ("--" + field.name.replace("_", "-"),)
+    kw = {"dest": field.name, "help": flag.help, "default": None}
+    if flag.switch == "on":
+        kw["action"] = "store_true"
+    elif flag.switch == "on/off":
+        kw["action"] = argparse.BooleanOptionalAction
+    else:
+        check = flag.check or field.metadata.get("check")
+        if isinstance(check, tuple):
+            kw["choices"] = check
+            if field.name in RENAMED_VALUES:  # an old value becomes the current one first
+                kw["type"] = lambda text, name=field.name: current_value(name, text)
+        elif check is not None:
+            kw["type"] = _PARSERS[check]
+        kw.update({k: v for k, v in (("metavar", flag.metavar), ("nargs", flag.nargs))
+                   if v is not None})
+    group.add_argument(*names, **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .backends import BACKENDS
-    from .train import data
-    from .train.config import (
-        LR_DECAYS,
-        METHODS,
-        MODELS,
-        PENALTY_IMPLS,
-        PRECISIONS,
-        STEP_MODES,
-        current_value,
-    )
+    from .train.config import FLAG_GROUPS
 
     parser = argparse.ArgumentParser(
         prog="wgangp-fast",
@@ -109,74 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a WGAN-GP (Gulrajani et al., Algorithm 1). Unset options take the "
                     "dataset's preset (wgangp_fast.train.DATASET_PRESETS), then seed 002's "
                     "defaults.")
-    g = t.add_argument_group("data")
-    g.add_argument("--dataset", choices=data.DATASETS, help="default: ring8 (or what --csv, "
-                   "--images, --mnist imply)")
-    g.add_argument("--csv", metavar="PATH", help="a CSV table (sets --dataset csv)")
-    g.add_argument("--images", metavar="PATH", help="a .npy/.npz image array (sets --dataset "
-                   "images)")
-    g.add_argument("--mnist", metavar="DIR", help="a local MNIST folder (sets --dataset mnist)")
-    g.add_argument("--data", metavar="PATH", help="the file or folder of --dataset csv, images "
-                   "or mnist")
-    g.add_argument("--npz-key", help="which array of a .npz file holds the images")
-    g.add_argument("--categorical", nargs="+", metavar="COLUMN",
-                   help="CSV columns to treat as categorical even if numeric")
-    g.add_argument("--image-size", type=_positive_int, help="resize images to this side "
-                   "(e.g. 32 for --model conv)")
-    m = t.add_argument_group("model and method")
-    m.add_argument("--model", choices=MODELS)
-    m.add_argument("--method", choices=METHODS, help="gp (default), lp (one-sided), clip "
-                   "(original WGAN), sn (spectral norm), r1 / r2 (zero-centred on real / fake "
-                   "samples, gamma = --lambda), dragan (norm 1 around perturbed real samples)")
-    m.add_argument("--latent-dim", type=_positive_int)
-    m.add_argument("--hidden-dim", type=_positive_int)
-    m.add_argument("--feature-maps", type=_positive_int)
-    m.add_argument("--pac", type=_positive_int, help="samples per critic input (PacGAN)")
-    m.add_argument("--generator-batchnorm", action=argparse.BooleanOptionalAction, default=None,
-                   help="BatchNorm in the MLP generator (default on)")
-    o = t.add_argument_group("optimisation")
-    o.add_argument("--steps", type=_non_negative_int, help="generator steps in total")
-    o.add_argument("--batch", type=_positive_int, help="batch size")
-    o.add_argument("--lambda", "--lambda-gp", dest="lambda_gp", type=_non_negative_float,
-                   help="penalty weight (default 10; gamma for r1 / r2)")
-    o.add_argument("--gp-every", type=_positive_int, metavar="K",
-                   help="lazy regularisation: the penalty on every K-th critic step only, "
-                        "weighted by K (default 1)")
-    o.add_argument("--lazy-adam-correction", action="store_true", default=None,
-                   help="with --gp-every K: critic Adam lr times c = K/(K+1), betas to the "
-                        "power c (StyleGAN2)")
-    o.add_argument("--n-critic", type=_positive_int, help="critic steps per generator step")
-    o.add_argument("--lr", type=_positive_float)
-    o.add_argument("--lr-decay", choices=LR_DECAYS, help="none, or linear to 0 at the last step")
-    o.add_argument("--ema-decay", type=_non_negative_float, metavar="D",
-                   help="sample and evaluate with an exponential moving average of the "
-                        "generator's weights, decay D in [0, 1) (default 0: off); e.g. 0.99 "
-                        "with --lr-decay none")
-    o.add_argument("--seed", type=_non_negative_int)
-    r = t.add_argument_group("run")
-    r.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
-    r.add_argument("--backend", choices=("auto",) + BACKENDS,
-                   help="penalty backend: auto (default), cuda, triton, cpu, reference")
-    r.add_argument("--step-mode", choices=STEP_MODES,
-                   help="how each iteration runs: eager (default: the drop-in penalty in the "
-                        "eager loop), compile (torch.compile of the torch.func step), graph / "
-                        "compile+graph (CUDA graphs, one replay per iteration), auto (graph on "
-                        "CUDA, compile for MLP critics on the CPU, else eager)")
-    r.add_argument("--precision", choices=PRECISIONS,
-                   help="fp32 (default), bf16 (autocast) or fp16 (autocast and GradScaler)")
-    r.add_argument("--penalty-impl", choices=PENALTY_IMPLS,
-                   type=lambda text: current_value("penalty_impl", text),
-                   help="fused (default) or autograd: the same penalty in plain autograd, for "
-                        "comparison ('reference' is its old name)")
-    r.add_argument("--separate-backward", action="store_true", default=None,
-                   help="pen.backward(retain_graph=True); loss.backward() as in seed 000")
+    groups = {name: t.add_argument_group(name) for name in FLAG_GROUPS}
+    for field, flag in _config_flags():
+        _add_config_flag(groups[flag.group], field, flag)
+        if field.name == "dataset":  # the other ways to name the data, beside --dataset
+            g = groups[flag.group]
+            g.add_argument("--csv", metavar="PATH", help="a CSV table (sets --dataset csv)")
+            g.add_argument("--images", metavar="PATH", help="a .npy/.npz image array (sets "
+                           "--dataset images)")
+            g.add_argument("--mnist", metavar="DIR", help="a local MNIST folder (sets --dataset "
+                           "mnist)")
+    # the flags of the command rather than of the run's settings
+    r = groups["run"]
     r.add_argument("--out", metavar="DIR", help="output folder (default runs/<dataset>)")
     r.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.pt (with --steps: the new total)")
-    r.add_argument("--checkpoint-every", type=_non_negative_int,
-                   help="save a checkpoint every K steps (default 500; 0: only at the end)")
-    r.add_argument("--eval-samples", type=_positive_int, help="samples for the metrics "
-                   "(default 2500)")
     r.add_argument("--threads", type=_positive_int,
                    help="torch CPU threads (1 is fastest for the small 2-D models on a busy "
                         "machine)")
@@ -194,12 +152,12 @@ def _overrides(args: argparse.Namespace) -> dict:
                                                ("mnist", "mnist")) if getattr(args, flag)]
     if len(sources) > 1:
         raise ValueError("give only one of --csv, --images, --mnist")
-    values = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items()}
+    values = {field.name: getattr(args, field.name) for field, _ in _config_flags()}
     if sources:
         flag, name = sources[0]
         if args.dataset not in (None, name):
             raise ValueError(f"--{flag} implies --dataset {name}, got --dataset {args.dataset}")
-        if args.data is not None:
+        if args.data_path is not None:
             raise ValueError(f"give the path once: --{flag} PATH or --data PATH")
         values["dataset"], values["data_path"] = name, getattr(args, flag)
     if values["categorical"] is not None:
@@ -264,7 +222,7 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         WGANGPTrainer,
         lock_output_folder,
     )
-    from .train.config import current_settings
+    from .train.config import RESUMABLE, current_settings
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -296,12 +254,12 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             if missing:
                 raise ValueError(missing)
             clash = sorted(k for k, v in values.items()
-                           if k not in _RESUMABLE and saved.get(k) != v
+                           if k not in RESUMABLE and saved.get(k) != v
                            and not (k == "categorical" and tuple(saved.get(k) or ()) == v))
             if clash:
                 raise ValueError(f"--resume continues the saved run; these settings differ from "
                                  f"the checkpoint's and cannot change: {', '.join(clash)}")
-            resumable = {k: v for k, v in values.items() if k in _RESUMABLE}
+            resumable = {k: v for k, v in values.items() if k in RESUMABLE}
             trainer = WGANGPTrainer.from_checkpoint(ckpt, out_dir=out, **resumable)
             if trainer.step >= trainer.config.steps:
                 print(f"checkpoint {ckpt} is already at step {trainer.step} (>= --steps "

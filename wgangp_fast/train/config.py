@@ -1,5 +1,10 @@
 """The settings of a training run: `WGANGPConfig`, the per-dataset presets, the checks of a
-configuration, and what a resumed run may change."""
+configuration, what a resumed run may change, and the old names still accepted.
+
+Each field's metadata holds its check ("int>=1", a tuple of choices, ...) and its command-line
+`Flag` (help, flag names, group): validate() and the parser of `wgangp-fast train` are both built
+from them, so a new setting is declared once, here.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from .. import steps as steps_mod
 from . import data as data_mod
 from ._compat import warn_once
 
-__all__ = ["DATASET_PRESETS", "RESUMABLE", "WGANGPConfig"]
+__all__ = ["DATASET_PRESETS", "RESUMABLE", "Flag", "WGANGPConfig"]
 
 METHODS = ("gp", "lp", "clip", "sn", "r1", "r2", "dragan")
 # method -> wgangp_fast.gradient_penalty(kind=...)
@@ -123,46 +128,105 @@ def _accepts_old_names(cls):
     return cls
 
 
+# The groups of `wgangp-fast train --help`, in order.
+DATA, MODEL, OPTIMISATION, RUN = "data", "model and method", "optimisation", "run"
+FLAG_GROUPS = (DATA, MODEL, OPTIMISATION, RUN)
+# The value checks a setting may carry: validate() applies them, and the command line parses its
+# flag with the same range (a tuple of names is a choice).
+CHECKS = ("int>=0", "int>=1", "number>0", "number>=0")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A setting's flag on `wgangp-fast train`: wgangp_fast.cli builds its parser from the Flag in
+    each WGANGPConfig field's metadata, with the field's check as the flag's type or choices."""
+
+    group: str
+    help: str | None = None
+    names: Tuple[str, ...] = ()  # default: --the-field-name
+    metavar: str | None = None
+    nargs: str | None = None
+    switch: str | None = None  # "on": a store_true flag; "on/off": --x and --no-x
+    check: str | None = None  # the flag's range where the setting has no check of its own
+
+
+def setting(default: Any, check: Any = None, flag: Flag | None = None):
+    """A WGANGPConfig field with its check (one of CHECKS, or a tuple of choices) and flag."""
+    assert check is None or isinstance(check, tuple) or check in CHECKS, check
+    metadata = {k: v for k, v in (("check", check), ("flag", flag)) if v is not None}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 @_accepts_old_names
 @dataclass
 class WGANGPConfig:
     """Every setting of a run. Defaults are seed 002's; `for_dataset` applies DATASET_PRESETS."""
 
-    dataset: str = "ring8"
-    data_path: str | None = None
-    npz_key: str | None = None
-    categorical: Tuple[str, ...] = ()
-    image_size: int | None = None
-    model: str = "auto"
-    method: str = "gp"
-    steps: int = 1000
-    latent_dim: int = 100
-    hidden_dim: int = 256
-    feature_maps: int = 64
-    generator_batchnorm: bool = True
-    lr: float = 1e-4
-    lr_decay: str = "none"
-    ema_decay: float = 0.0
-    beta1: float = 0.0
-    beta2: float = 0.9
-    lambda_gp: float = 10.0
-    n_critic: int = 5
-    batch_size: int = 64
-    pac: int = 1
-    clip_value: float = 0.01
-    clip_lr: float = 5e-5
-    seed: int = 42
-    device: str = "auto"
-    backend: str = "auto"
-    penalty_impl: str = "fused"
-    separate_backward: bool = False
-    precision: str = "fp32"
-    step_mode: str = "eager"
-    gp_every: int = 1
-    lazy_adam_correction: bool = False
-    out_dir: str | None = None
-    checkpoint_every: int = 0
-    n_eval_samples: int = 2500
+    dataset: str = setting("ring8", data_mod.DATASETS, Flag(
+        DATA, "default: ring8 (or what --csv, --images, --mnist imply)"))
+    data_path: str | None = setting(None, flag=Flag(
+        DATA, "the file or folder of --dataset csv, images or mnist", ("--data",), "PATH"))
+    npz_key: str | None = setting(None, flag=Flag(DATA, "which array of a .npz file holds the "
+                                                        "images"))
+    categorical: Tuple[str, ...] = setting((), flag=Flag(
+        DATA, "CSV columns to treat as categorical even if numeric", metavar="COLUMN",
+        nargs="+"))
+    image_size: int | None = setting(None, flag=Flag(
+        DATA, "resize images to this side (e.g. 32 for --model conv)", check="int>=1"))
+    model: str = setting("auto", MODELS, Flag(MODEL))
+    method: str = setting("gp", METHODS, Flag(
+        MODEL, "gp (default), lp (one-sided), clip (original WGAN), sn (spectral norm), r1 / r2 "
+               "(zero-centred on real / fake samples, gamma = --lambda), dragan (norm 1 around "
+               "perturbed real samples)"))
+    steps: int = setting(1000, "int>=0", Flag(OPTIMISATION, "generator steps in total"))
+    latent_dim: int = setting(100, "int>=1", Flag(MODEL))
+    hidden_dim: int = setting(256, "int>=1", Flag(MODEL))
+    feature_maps: int = setting(64, "int>=1", Flag(MODEL))
+    generator_batchnorm: bool = setting(True, flag=Flag(
+        MODEL, "BatchNorm in the MLP generator (default on)", switch="on/off"))
+    lr: float = setting(1e-4, "number>0", Flag(OPTIMISATION))
+    lr_decay: str = setting("none", LR_DECAYS, Flag(OPTIMISATION, "none, or linear to 0 at the "
+                                                                   "last step"))
+    ema_decay: float = setting(0.0, "number>=0", Flag(
+        OPTIMISATION, "sample and evaluate with an exponential moving average of the generator's "
+                      "weights, decay D in [0, 1) (default 0: off); e.g. 0.99 with --lr-decay "
+                      "none", metavar="D"))
+    beta1: float = setting(0.0, "number>=0")
+    beta2: float = setting(0.9, "number>=0")
+    lambda_gp: float = setting(10.0, "number>=0", Flag(
+        OPTIMISATION, "penalty weight (default 10; gamma for r1 / r2)", ("--lambda", "--lambda-gp")))
+    n_critic: int = setting(5, "int>=1", Flag(OPTIMISATION, "critic steps per generator step"))
+    batch_size: int = setting(64, "int>=1", Flag(OPTIMISATION, "batch size", ("--batch",), "N"))
+    pac: int = setting(1, "int>=1", Flag(MODEL, "samples per critic input (PacGAN)"))
+    clip_value: float = setting(0.01, "number>0")
+    clip_lr: float = setting(5e-5, "number>0")
+    seed: int = setting(42, "int>=0", Flag(OPTIMISATION))
+    device: str = setting("auto", flag=Flag(RUN, "cpu, cuda, cuda:1 or auto (default)"))
+    backend: str = setting("auto", ("auto",) + backends.BACKENDS, Flag(
+        RUN, "penalty backend: auto (default), cuda, triton, cpu, reference"))
+    penalty_impl: str = setting("fused", PENALTY_IMPLS, Flag(
+        RUN, "fused (default) or autograd: the same penalty in plain autograd, for comparison "
+             "('reference' is its old name)"))
+    separate_backward: bool = setting(False, flag=Flag(
+        RUN, "pen.backward(retain_graph=True); loss.backward() as in seed 000", switch="on"))
+    precision: str = setting("fp32", PRECISIONS, Flag(
+        RUN, "fp32 (default), bf16 (autocast) or fp16 (autocast and GradScaler)"))
+    step_mode: str = setting("eager", STEP_MODES, Flag(
+        RUN, "how each iteration runs: eager (default: the drop-in penalty in the eager loop), "
+             "compile (torch.compile of the torch.func step), graph / compile+graph (CUDA graphs, "
+             "one replay per iteration), auto (graph on CUDA, compile for MLP critics on the CPU, "
+             "else eager)"))
+    gp_every: int = setting(1, "int>=1", Flag(
+        OPTIMISATION, "lazy regularisation: the penalty on every K-th critic step only, weighted "
+                      "by K (default 1)", metavar="K"))
+    lazy_adam_correction: bool = setting(False, flag=Flag(
+        OPTIMISATION, "with --gp-every K: critic Adam lr times c = K/(K+1), betas to the power c "
+                      "(StyleGAN2)", switch="on"))
+    out_dir: str | None = None  # the command line's --out, whose default depends on the dataset
+    checkpoint_every: int = setting(0, "int>=0", Flag(
+        RUN, "save a checkpoint every K steps (default 500; 0: only at the end)", metavar="K"))
+    n_eval_samples: int = setting(2500, "int>=1", Flag(
+        RUN, "samples for the metrics (default 2500)", ("--eval-samples",), "N"))
 
     def __post_init__(self) -> None:
         for name in RENAMED_VALUES:
@@ -235,41 +299,29 @@ class WGANGPConfig:
                 raise ValueError(f"{name} must be a finite {'positive ' if positive else ''}"
                                  f"number, got {value!r}")
 
-        choice("dataset", data_mod.DATASETS)
-        choice("model", MODELS)
-        choice("method", METHODS)
-        choice("penalty_impl", PENALTY_IMPLS)
-        choice("lr_decay", LR_DECAYS)
-        choice("precision", PRECISIONS)
-        choice("step_mode", STEP_MODES)
+        for f in dataclasses.fields(self):
+            check = f.metadata.get("check")
+            if isinstance(check, tuple):
+                choice(f.name, check)
+            elif check in ("int>=0", "int>=1"):
+                integer(f.name, int(check[-1]))
+            elif check in ("number>0", "number>=0"):
+                number(f.name, positive=check == "number>0")
         if self.step_mode not in ("eager", "auto"):
             why = self.step_mode_conflict()
             if why:
                 raise ValueError(f"step_mode {self.step_mode!r} cannot run this configuration: "
                                  f"{why}; use step_mode 'eager' (or 'auto', which falls back)")
-        choice("backend", ("auto",) + backends.BACKENDS)
-        integer("gp_every", 1)
         if self.gp_every > 1 and self.method not in PENALTY_KINDS:
             raise ValueError(f"gp_every > 1 (lazy regularisation) needs a penalty method "
                              f"({', '.join(PENALTY_KINDS)}), got method {self.method!r}")
         if self.precision == "fp16" and self.penalty_impl == "autograd":
             raise ValueError("penalty_impl 'autograd' has no GradScaler path: use precision "
                              "fp32 or bf16 with it, or the fused penalty with fp16")
-        for name in ("steps", "checkpoint_every"):
-            integer(name, 0)
-        for name in ("latent_dim", "hidden_dim", "feature_maps", "n_critic", "batch_size", "pac",
-                     "n_eval_samples"):
-            integer(name, 1)
-        integer("seed", 0)
-        for name in ("lr", "clip_value", "clip_lr"):
-            number(name)
-        number("lambda_gp", positive=False)
-        number("ema_decay", positive=False)
         if not self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1) (0: no averaging), got "
                              f"{self.ema_decay!r}")
         for name in ("beta1", "beta2"):
-            number(name, positive=False)
             if not getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if self.batch_size % self.pac:
