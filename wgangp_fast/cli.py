@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -20,6 +21,7 @@ import sys
 from typing import List
 
 __all__ = ["build_parser", "main"]
+
 
 def _checked(convert, ok, what: str):
     """An argparse `type`: convert(text), accepted where ok(value); else "expected {what}"."""
@@ -41,6 +43,9 @@ _non_negative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _checked(float, lambda v: v > 0 and v != float("inf"), "a finite positive number")
 _non_negative_float = _checked(float, lambda v: v >= 0 and v != float("inf"),
                                "a finite number >= 0")
+# the argparse type of each check a setting may carry (wgangp_fast.train.config.CHECKS)
+_PARSERS = {"int>=0": _non_negative_int, "int>=1": _positive_int, "number>0": _positive_float,
+            "number>=0": _non_negative_float}
 
 
 def _missing_extras(args: argparse.Namespace, dataset: str | None) -> str:
@@ -67,15 +72,9 @@ def _rank_from_env() -> int:
         return 0  # distributed.setup reports the bad value by name
 
 
-_PARSERS = {"int>=0": _non_negative_int, "int>=1": _positive_int, "number>0": _positive_float,
-            "number>=0": _non_negative_float}
-
-
 def _config_flags():
     """(field, flag) of every WGANGPConfig setting on the command line; the flag's dest is the
     field's name."""
-    import dataclasses
-
     from .train.config import WGANGPConfig
 
     return [(f, f.metadata["flag"]) for f in dataclasses.fields(WGANGPConfig)
