@@ -194,7 +194,8 @@ class WGANGPConfig:
     beta1: float = setting(0.0, "number>=0")
     beta2: float = setting(0.9, "number>=0")
     lambda_gp: float = setting(10.0, "number>=0", Flag(
-        OPTIMISATION, "penalty weight (default 10; gamma for r1 / r2)", ("--lambda", "--lambda-gp")))
+        OPTIMISATION, "penalty weight (default 10; gamma for r1 / r2)",
+        ("--lambda", "--lambda-gp")))
     n_critic: int = setting(5, "int>=1", Flag(OPTIMISATION, "critic steps per generator step"))
     batch_size: int = setting(64, "int>=1", Flag(OPTIMISATION, "batch size", ("--batch",), "N"))
     pac: int = setting(1, "int>=1", Flag(MODEL, "samples per critic input (PacGAN)"))
