@@ -88,11 +88,13 @@ def current_settings(settings: Mapping[str, Any]) -> Dict[str, Any]:
         if old not in out:
             continue
         value = out.pop(old)
-        if new in out and out[new] != value:
-            raise TypeError(f"WGANGPConfig got {old}={value!r} and {new}={out[new]!r}: {old} is "
-                            f"the old name of {new}, give only {new}")
+        if new in out:
+            if out[new] != value:
+                raise TypeError(f"WGANGPConfig got {old}={value!r} and {new}={out[new]!r}: {old} "
+                                f"is the old name of {new}, give only {new}")
+            continue  # a saved config of this version, which writes both names (to_dict)
         _warn_renamed(old, new)
-        out.setdefault(new, value)
+        out[new] = value
     for name in RENAMED_VALUES:
         if name in out:
             out[name] = current_value(name, out[name])
@@ -258,6 +260,10 @@ class WGANGPConfig:
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
         d["categorical"] = list(self.categorical)
+        # the old names too: an older wgangp_fast reading this config would otherwise drop the
+        # setting it does not know and silently take its default (lambda 10)
+        for old_name, new_name in RENAMED.items():
+            d[old_name] = d[new_name]
         return d
 
     def step_mode_conflict(self) -> str | None:
