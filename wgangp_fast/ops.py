@@ -22,7 +22,7 @@ from torch import Tensor
 
 from . import _validate as V
 from . import backends
-from .backends import eager
+from .backends import reference as eager
 
 # Eager calls skip the registered ops' Python round trips through the dispatcher (several tens of
 # microseconds per op, which is most of the cost at small sizes): on the compiled backends (cpu,
