@@ -1,5 +1,5 @@
 """The GPU backends (cuda, triton) on CUDA tensors against the float64 plain-autograd reference
-(wgangp_fast.reference) computed from the same rounded inputs: every dtype, odd shapes, pac, every
+(wgangp_fast.testing) computed from the same rounded inputs: every dtype, odd shapes, pac, every
 penalty parameter, zero gradients, gradcheck/gradgradcheck, opcheck, bitwise repeatability,
 non-contiguous and misaligned inputs, one huge group and many small ones, more than 2^31
 elements, streams, CUDA graphs and no host synchronisation. Skipped without a CUDA device.
@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import wgangp_fast
-from wgangp_fast import reference as R
+from wgangp_fast.testing import autograd_gradient_norm_penalty, autograd_interpolate
 
 from .cases import DTYPES, PACS, PENALTY_PARAMS, penalty_param_id, tol
 
@@ -113,7 +113,7 @@ def test_interpolate_matches_reference(backend, dtype, shape, pac, groups):
     alpha = uniform(groups, 2)
     r64, f64 = real.double().clone().requires_grad_(), fake.double().clone().requires_grad_()
     a64 = alpha.clone().requires_grad_()
-    expected = R.interpolate(r64, f64, a64, pac)
+    expected = autograd_interpolate(r64, f64, a64, pac)
 
     r, f = real.clone().requires_grad_(), fake.clone().requires_grad_()
     a = alpha.to(acc_of(dtype)).requires_grad_()
@@ -144,7 +144,7 @@ def _check_penalty(backend, dtype, shape, pac, groups, params):
     grads = penalty_grads(n, shape, dtype, pac, seed=4)
     kw64 = _penalty_kwargs(params, groups, torch.float64)
     g64 = grads.double().clone().requires_grad_()
-    expected = R.gradient_norm_penalty(g64, pac=pac, **kw64)
+    expected = autograd_gradient_norm_penalty(g64, pac=pac, **kw64)
     norms64 = ref_norms(g64.detach(), pac, kw64.get("eps", 0.0), kw64.get("input_scale", 1.0))
 
     g = grads.clone().requires_grad_()
@@ -191,7 +191,7 @@ def test_gradient_through_the_norms_output(backend, dtype, pac):
     n = 3 * pac
     grads = penalty_grads(n, (33,), dtype, pac, seed=6)
     g64 = grads.double().clone().requires_grad_()
-    out64 = R.gradient_norm_penalty(g64, pac=pac, target=0.5)
+    out64 = autograd_gradient_norm_penalty(g64, pac=pac, target=0.5)
     n64 = ref_norms(g64, pac)
     w = uniform(3, 7, -1.0, 1.0)
     (out64 + (n64 * w).sum()).backward()
@@ -212,7 +212,7 @@ def test_zero_gradients_give_finite_zero_subgradient(backend, dtype, pac, kw):
     grads = torch.zeros(2 * pac, 4, 3, dtype=dtype, device=DEV, requires_grad=True)
     out = wgangp_fast.gradient_norm_penalty(grads, pac=pac, backend=backend, **kw)
     g64 = torch.zeros(2 * pac, 4, 3, dtype=torch.float64, device=DEV, requires_grad=True)
-    expected = R.gradient_norm_penalty(g64, pac=pac, **kw)
+    expected = autograd_gradient_norm_penalty(g64, pac=pac, **kw)
     assert torch.isfinite(out).all()
     close(out, expected.detach(), dtype)
     out.sum().backward()
@@ -366,10 +366,10 @@ def test_large_layouts_match_reference(backend, layout):
         weight=weight.float())
 
     r64, a64 = real.double().clone().requires_grad_(), alpha.clone().requires_grad_()
-    x64 = R.interpolate(r64, fake.double(), a64, pac)
+    x64 = autograd_interpolate(r64, fake.double(), a64, pac)
     x64.backward(grads.double())
     g64 = grads.double().clone().requires_grad_()
-    out64 = R.gradient_norm_penalty(g64, pac=pac, target=0.8, weight=weight)
+    out64 = autograd_gradient_norm_penalty(g64, pac=pac, target=0.8, weight=weight)
     n64 = ref_norms(g64, pac)
     (out64 + n64.sum()).backward()
 

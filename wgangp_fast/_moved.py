@@ -11,18 +11,15 @@ _WARNED: set = set()
 
 
 def _importer_stacklevel(shim: str) -> int:
-    """warnings.warn's stacklevel for the first frame outside this module and the shim: the
-    warning then names the module that imported the old path (and Python's default filters show
-    it when that is __main__). warnings.warn itself skips the import machinery's frames."""
+    """warnings.warn's stacklevel for the first frame outside this module, the shim and importlib:
+    the warning then names the line that imported the old path (and Python's default filters
+    show it when that is in __main__). warnings.warn skips importlib's frozen frames itself."""
     frame, level = sys._getframe(2), 2  # stacklevel 1 is warn_moved, 2 its caller
     while frame is not None:
-        name = frame.f_globals.get("__name__")
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
-            pass
-        elif name in (shim, __name__):
+        if not frame.f_code.co_filename.startswith("<frozen importlib"):
+            if frame.f_globals.get("__name__") not in (shim, __name__, "importlib"):
+                return level
             level += 1
-        else:
-            return level
         frame = frame.f_back
     return 1
 
