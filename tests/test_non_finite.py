@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import wgangp_fast
-from wgangp_fast import ops
+from wgangp_fast.ops import _dispatch
 from wgangp_fast.testing import autograd_gradient_norm_penalty
 
 from .cases import DEVICE, backend_params
@@ -28,9 +28,9 @@ def _poisoned(value, dtype=torch.float64):
 
 def _set_path(path, monkeypatch):
     if path in ("twin", "dispatcher"):
-        monkeypatch.setattr(ops, "CPP_AUTOGRAD", False)
+        monkeypatch.setattr(_dispatch, "CPP_AUTOGRAD", False)
     if path == "dispatcher":
-        monkeypatch.setattr(ops, "FORCE_DISPATCHER", True)
+        monkeypatch.setattr(_dispatch, "FORCE_DISPATCHER", True)
 
 
 def _both(x, backend, **kw):
