@@ -15,6 +15,7 @@ Three paths, each for a reason:
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 
 import torch
@@ -90,6 +91,10 @@ def _twin(name, op_name, tensor_args, forward, setup, backward):
     @functools.wraps(forward)  # torch.compile binds the arguments by the forward's signature
     def fwd(*args):
         return (registered if torch.compiler.is_compiling() else forward)(*args)
+
+    # apply() of a setup_context Function binds its arguments to this signature on every call;
+    # computed once here, not by inspect each time (30 us per call of the penalty's ten).
+    fwd.__signature__ = inspect.signature(forward)
 
     def setup_context(ctx, inputs, output):
         setup(ctx, inputs, output)
