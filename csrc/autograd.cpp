@@ -4,10 +4,11 @@
 // torch::autograd::Function, so an eager call on the cpu or cuda backend records one C++ node and
 // its backward runs without entering Python: at small batches the host cost of each call is the
 // whole cost (benchmarks/host_overhead.py). The formulas are those of the registered ops in
-// wgangp_fast/ops.py, which the triton and reference backends and torch.compile use.
+// wgangp_fast/ops/ (interpolation.py, penalty.py), which the triton and reference backends and
+// torch.compile use.
 //
 // The first-order backward calls the backward kernel op. With grad mode on (create_graph=True),
-// it goes through the dispatcher, where wgangp_fast/ops.py registers the second-order autograd
+// it goes through the dispatcher, where wgangp_fast/ops/ registers the second-order autograd
 // of the backward kernel ops (the chain rule in differentiable ATen ops, not on a hot path);
 // otherwise it skips the Autograd key and runs the kernel directly.
 #include <ATen/TensorOperators.h>
@@ -146,7 +147,7 @@ struct wgangp_fast_gradient_norm_penalty
                                 scale);
     }
     if (weight.defined() && ctx->needs_input_grad(1)) {
-      // d phi_j / d w_j = u_j^2, in the same operation order as ops.py's formula.
+      // d phi_j / d w_j = u_j^2, in the same operation order as ops/penalty.py's formula.
       Tensor u = norms - target;
       if (one_sided) {
         u = u.clamp_min(0);

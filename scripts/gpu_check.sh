@@ -195,8 +195,9 @@ main() {
     stage cuda-diag 90 "$PY" scripts/cuda_diag.py
   fi
   # Then the rest of the suite (its gpu-marked tests run here, and "auto" on CUDA tensors), the
-  # shared op matrix (tests/cases.py) on CUDA tensors, and last triton's GPU tests (JIT compiles:
-  # minutes). The first two with four pytest workers where pytest-xdist is installed (it is on the
+  # shared op matrix (tests/cases.py) on CUDA tensors (the GPU run of every dtype, shape and
+  # parameter; tests/test_gpu.py keeps only what it cannot check), and last triton's GPU tests
+  # (JIT compiles: minutes). The first two with four pytest workers where pytest-xdist is installed (it is on the
   # lent machines): they are bound by host work and the machine has 16 cores.
   local par=()
   if "$PY" -c "import xdist" 2>/dev/null; then

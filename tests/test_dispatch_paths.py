@@ -9,6 +9,9 @@ import torch
 
 import wgangp_fast
 from wgangp_fast import ops
+from wgangp_fast.ops import _dispatch
+from wgangp_fast.ops.interpolation import _InterpolateBackwardFn, _InterpolateFn
+from wgangp_fast.ops.penalty import _PenaltyBackwardFn, _PenaltyFn
 
 from .cases import FUSED_GRAD_FN, backend_params, batch, node_name
 
@@ -32,17 +35,28 @@ def _run_all(backend):
 @pytest.mark.parametrize("backend", BACKEND)
 def test_twin_and_dispatcher_paths_agree(backend, monkeypatch):
     fast = _run_all(backend)
-    monkeypatch.setattr(ops, "CPP_AUTOGRAD", False)  # the compiled backends' twins
+    monkeypatch.setattr(_dispatch, "CPP_AUTOGRAD", False)  # the compiled backends' twins
     twins = _run_all(backend)
-    monkeypatch.setattr(ops, "FORCE_DISPATCHER", True)
+    monkeypatch.setattr(_dispatch, "FORCE_DISPATCHER", True)
     dispatched = _run_all(backend)
     for a, b, c in zip(fast, twins, dispatched):
         assert torch.equal(a, b) and torch.equal(a, c)
 
 
+def test_the_flags_are_read_and_set_through_wgangp_fast_ops(monkeypatch):
+    """wgangp_fast.ops.CPP_AUTOGRAD and FORCE_DISPATCHER are the flags _run reads in _dispatch."""
+    before = {name: getattr(_dispatch, name) for name in ("CPP_AUTOGRAD", "FORCE_DISPATCHER")}
+    for name, value in before.items():
+        assert getattr(ops, name) is value
+        monkeypatch.setattr(ops, name, not value)
+        assert getattr(_dispatch, name) is (not value) and getattr(ops, name) is (not value)
+    monkeypatch.undo()
+    assert {name: getattr(_dispatch, name) for name in before} == before
+
+
 @pytest.mark.parametrize("backend", BACKEND)
 def test_dispatcher_path_gradgradcheck(backend, monkeypatch):
-    monkeypatch.setattr(ops, "FORCE_DISPATCHER", True)
+    monkeypatch.setattr(_dispatch, "FORCE_DISPATCHER", True)
     real = batch(4, (3,), torch.float64, 3).requires_grad_()
     fake = batch(4, (3,), torch.float64, 4).requires_grad_()
     alpha = torch.tensor([0.3, 0.6], dtype=torch.float64, device=real.device, requires_grad=True)
@@ -66,12 +80,12 @@ def test_calls_autograd_would_not_record_skip_the_function(backend, monkeypatch)
     """No input requiring grad, or grad mode off (a first-order backward): the kernel runs bare,
     with the same values as through the autograd.Function, and records no graph (the compiled
     backends' twins with the C++ autograd switched off)."""
-    monkeypatch.setattr(ops, "CPP_AUTOGRAD", False)
+    monkeypatch.setattr(_dispatch, "CPP_AUTOGRAD", False)
     real, fake = batch(6, (5,), torch.float32, 7), batch(6, (5,), torch.float32, 8)
     alpha = torch.tensor([0.2, 0.5, 0.9], device=real.device)
     grads = batch(6, (5,), torch.float32, 9)
     applied = []
-    for fn in (ops._InterpolateFn, ops._PenaltyFn, ops._PenaltyBackwardFn):
+    for fn in (_InterpolateFn, _PenaltyFn, _PenaltyBackwardFn):
         original = fn.apply
         monkeypatch.setattr(fn, "apply", lambda *a, _o=original, _fn=fn: applied.append(_fn)
                             or _o(*a))
@@ -81,18 +95,17 @@ def test_calls_autograd_would_not_record_skip_the_function(backend, monkeypatch)
 
     g = grads.clone().requires_grad_()
     out_g = wgangp_fast.gradient_norm_penalty(g, pac=2, backend=backend)
-    assert applied == [ops._PenaltyFn]
+    assert applied == [_PenaltyFn]
     (d_plain,) = torch.autograd.grad(out_g, g, retain_graph=True)
-    assert applied == [ops._PenaltyFn]  # first order: the backward kernel ran bare
+    assert applied == [_PenaltyFn]  # first order: the backward kernel ran bare
     (d_graph,) = torch.autograd.grad(out_g, g, create_graph=True)
-    assert applied == [ops._PenaltyFn, ops._PenaltyBackwardFn] and d_graph.grad_fn is not None
+    assert applied == [_PenaltyFn, _PenaltyBackwardFn] and d_graph.grad_fn is not None
     assert torch.equal(d_plain, d_graph.detach())
     with torch.no_grad():
         assert torch.equal(out, wgangp_fast.gradient_norm_penalty(g, pac=2, backend=backend))
     assert torch.equal(out, out_g.detach())
-    assert torch.equal(x, ops._InterpolateFn.kernel(real, fake, alpha, 2,
-                                                    wgangp_fast.backends.resolve(backend,
-                                                                                 real.device)))
+    assert torch.equal(x, _InterpolateFn.kernel(real, fake, alpha, 2,
+                                                wgangp_fast.backends.resolve(backend, real.device)))
 
 
 @pytest.mark.parametrize("backend", COMPILED)
@@ -103,8 +116,7 @@ def test_compiled_backends_record_one_cpp_node_and_no_python_function(backend, m
     real, fake = batch(6, (5,), torch.float32, 7), batch(6, (5,), torch.float32, 8)
     alpha = torch.tensor([0.2, 0.5, 0.9], device=real.device)
     applied = []
-    for fn in (ops._InterpolateFn, ops._InterpolateBackwardFn, ops._PenaltyFn,
-               ops._PenaltyBackwardFn):
+    for fn in (_InterpolateFn, _InterpolateBackwardFn, _PenaltyFn, _PenaltyBackwardFn):
         original = fn.apply
         monkeypatch.setattr(fn, "apply", lambda *a, _o=original, _fn=fn: applied.append(_fn)
                             or _o(*a))

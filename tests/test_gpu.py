@@ -1,13 +1,13 @@
-"""The GPU backends (cuda, triton) on CUDA tensors against the float64 plain-autograd reference
-(wgangp_fast.reference) computed from the same rounded inputs: every dtype, odd shapes, pac, every
-penalty parameter, zero gradients, gradcheck/gradgradcheck, opcheck, bitwise repeatability,
-non-contiguous and misaligned inputs, one huge group and many small ones, more than 2^31
-elements, streams, CUDA graphs and no host synchronisation. Skipped without a CUDA device.
+"""What only a GPU run can check, beyond the shared op matrix (tests/cases.py: test_ops.py and the
+other matrix files run on CUDA tensors with WGANGP_FAST_TEST_DEVICE=cuda, the cuda-matrix stage
+of scripts/gpu_check.sh): both GPU backends (cuda, triton) on large layouts against the float64
+plain-autograd references (wgangp_fast.testing) and bitwise repeatable on them, misaligned and
+non-contiguous inputs, more than 2^31 elements, streams, CUDA graphs, no host synchronisation, a
+second device and the kernel ops' errors. Skipped without a CUDA device.
 
 Dry run (`make test` does one): with WGANGP_FAST_GPU_TESTS_DRY_RUN=1 and TRITON_INTERPRET=1 the
 triton half runs on CPU tensors under the Triton interpreter, so a bug in these tests shows before
-a GPU session (the first H100 run lost every float64 case to one: a test that set requires_grad
-on its input through `.double()`, a no-op on float64 tensors)."""
+a GPU session."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import pytest
 import torch
 
 import wgangp_fast
-from wgangp_fast import reference as R
+from wgangp_fast.testing import autograd_gradient_norm_penalty, autograd_interpolate
 
-from .cases import DTYPES, PACS, PENALTY_PARAMS, penalty_param_id, tol
+from .cases import DTYPES, tol
 
 DRY_RUN = (os.environ.get("WGANGP_FAST_GPU_TESTS_DRY_RUN") == "1"
            and os.environ.get("TRITON_INTERPRET") == "1" and not torch.cuda.is_available())
@@ -30,8 +30,6 @@ pytestmark = [pytest.mark.gpu,
 DEV = torch.device("cpu" if DRY_RUN else "cuda")
 # What the dry run cannot exercise: the compiled cuda backend and CUDA runtime features.
 NEEDS_CUDA = pytest.mark.skipif(DRY_RUN, reason="dry run on CPU: needs a CUDA device")
-# Per-sample shapes: [N, D] with D in {1, 7, 1023, 4097}, and [N, C, H, W].
-SHAPES = [(1,), (7,), (1023,), (4097,), (3, 5, 7), (3, 32, 32)]
 
 
 def _gpu_backends(names=("cuda", "triton")):
@@ -95,208 +93,6 @@ def misaligned(t, offset=1):
     view.copy_(t)
     assert view.is_contiguous() and view.data_ptr() % 16 != 0
     return view
-
-
-# ---------------------------------------------------------------------------------------------
-# The matrix: dtypes x shapes x pac x parameters, forward and backward, against float64
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPE)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("pac", PACS)
-@pytest.mark.parametrize("groups", [1, 3])
-def test_interpolate_matches_reference(backend, dtype, shape, pac, groups):
-    n = pac * groups
-    real, fake = rand((n, *shape), dtype, 0), rand((n, *shape), dtype, 1)
-    alpha = uniform(groups, 2)
-    r64, f64 = real.double().clone().requires_grad_(), fake.double().clone().requires_grad_()
-    a64 = alpha.clone().requires_grad_()
-    expected = R.interpolate(r64, f64, a64, pac)
-
-    r, f = real.clone().requires_grad_(), fake.clone().requires_grad_()
-    a = alpha.to(acc_of(dtype)).requires_grad_()
-    got = wgangp_fast.interpolate(r, f, a, pac=pac, backend=backend)
-    assert got.dtype == dtype and got.shape == real.shape and got.device == real.device
-    close(got, expected.detach(), dtype)
-
-    g = rand((n, *shape), dtype, 3)
-    got.backward(g)
-    expected.backward(g.double())
-    close(r.grad, r64.grad, dtype)
-    close(f.grad, f64.grad, dtype)
-    group = pac * torch.Size(shape).numel()
-    atol, rtol = tol(dtype)["atol"], tol(dtype)["rtol"]
-    torch.testing.assert_close(a.grad.double(), a64.grad, atol=atol * group ** 0.5 * 4,
-                               rtol=rtol * 4)
-
-
-def _penalty_kwargs(params, m, dtype):
-    kw = dict(params)
-    if kw.pop("weight", False):
-        kw["weight"] = uniform(m, 5, 0.5, 1.5).float().to(dtype)
-    return kw
-
-
-def _check_penalty(backend, dtype, shape, pac, groups, params):
-    n = pac * groups
-    grads = penalty_grads(n, shape, dtype, pac, seed=4)
-    kw64 = _penalty_kwargs(params, groups, torch.float64)
-    g64 = grads.double().clone().requires_grad_()
-    expected = R.gradient_norm_penalty(g64, pac=pac, **kw64)
-    norms64 = ref_norms(g64.detach(), pac, kw64.get("eps", 0.0), kw64.get("input_scale", 1.0))
-
-    g = grads.clone().requires_grad_()
-    kw = _penalty_kwargs(params, groups, torch.float32)
-    got, norms = wgangp_fast.gradient_norm_penalty(g, pac=pac, backend=backend,
-                                                   return_norms=True, **kw)
-    assert got.dtype == dtype and got.shape == expected.shape and got.device == grads.device
-    assert norms.dtype == acc_of(dtype) and norms.shape == (groups,)
-    close(got, expected.detach(), dtype)
-    close(norms, norms64, acc_of(dtype))
-
-    up = torch.linspace(0.5, 1.5, expected.numel(), dtype=torch.float64, device=DEV)
-    up = up.reshape(expected.shape)
-    expected.backward(up)
-    got.backward(up.to(dtype))
-    assert torch.isfinite(g.grad).all()
-    close(g.grad, g64.grad, dtype, scale=4)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPE)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("pac", PACS)
-@pytest.mark.parametrize("groups", [1, 3])
-def test_penalty_matches_reference(backend, dtype, shape, pac, groups):
-    _check_penalty(backend, dtype, shape, pac, groups, {})
-
-
-# Every parameter, each on a layout that takes a different kernel path: many 8-lane groups, warp
-# groups, block groups, and one group split over several blocks.
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPE)
-@pytest.mark.parametrize("shape,pac,groups", [((7,), 2, 40), ((1023,), 1, 5), ((4097,), 2, 3),
-                                              ((3, 32, 32), 10, 1)], ids=str)
-@pytest.mark.parametrize("params", [p for p in PENALTY_PARAMS if p], ids=penalty_param_id)
-def test_penalty_parameters_match_reference(backend, dtype, shape, pac, groups, params):
-    _check_penalty(backend, dtype, shape, pac, groups, params)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPE)
-@pytest.mark.parametrize("pac", PACS)
-def test_gradient_through_the_norms_output(backend, dtype, pac):
-    n = 3 * pac
-    grads = penalty_grads(n, (33,), dtype, pac, seed=6)
-    g64 = grads.double().clone().requires_grad_()
-    out64 = R.gradient_norm_penalty(g64, pac=pac, target=0.5)
-    n64 = ref_norms(g64, pac)
-    w = uniform(3, 7, -1.0, 1.0)
-    (out64 + (n64 * w).sum()).backward()
-
-    g = grads.clone().requires_grad_()
-    out, norms = wgangp_fast.gradient_norm_penalty(g, pac=pac, target=0.5, backend=backend,
-                                                   return_norms=True)
-    (out.to(norms.dtype) + (norms * w.to(norms.dtype)).sum()).backward()
-    close(g.grad, g64.grad, dtype, scale=4)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPE)
-@pytest.mark.parametrize("pac", PACS)
-@pytest.mark.parametrize("kw", [{"eps": 0.0}, {"eps": 1e-6}, {"one_sided": True},
-                                {"reduction": "none", "target": 0.0}], ids=str)
-def test_zero_gradients_give_finite_zero_subgradient(backend, dtype, pac, kw):
-    grads = torch.zeros(2 * pac, 4, 3, dtype=dtype, device=DEV, requires_grad=True)
-    out = wgangp_fast.gradient_norm_penalty(grads, pac=pac, backend=backend, **kw)
-    g64 = torch.zeros(2 * pac, 4, 3, dtype=torch.float64, device=DEV, requires_grad=True)
-    expected = R.gradient_norm_penalty(g64, pac=pac, **kw)
-    assert torch.isfinite(out).all()
-    close(out, expected.detach(), dtype)
-    out.sum().backward()
-    assert torch.isfinite(grads.grad).all()
-    assert torch.count_nonzero(grads.grad) == 0
-
-
-# ---------------------------------------------------------------------------------------------
-# Autograd and torch.library checks in float64 on CUDA
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("pac", [1, 2])
-def test_gradcheck_and_gradgradcheck(backend, pac):
-    n = 2 * pac
-    real = rand((n, 3), torch.float64, 10).requires_grad_()
-    fake = rand((n, 3), torch.float64, 11).requires_grad_()
-    alpha = uniform(n // pac, 12).requires_grad_()
-
-    def interp(r, f, a):
-        return wgangp_fast.interpolate(r, f, a, pac=pac, backend=backend)
-
-    assert torch.autograd.gradcheck(interp, (real, fake, alpha))
-    assert torch.autograd.gradgradcheck(interp, (real, fake, alpha))
-
-    grads = rand((n, 4), torch.float64, 13).requires_grad_()
-    weight = uniform(n // pac, 14, 0.5, 1.5).requires_grad_()
-    for kw in ({}, {"target": 0.3, "one_sided": True}, {"eps": 0.1, "input_scale": 2.0},
-               {"reduction": "none", "target": 0.0}, {"reduction": "sum", "scale": 3.0}):
-        def pen(g, w, kw=kw):
-            return wgangp_fast.gradient_norm_penalty(g, pac=pac, weight=w, backend=backend, **kw)
-
-        assert torch.autograd.gradcheck(pen, (grads, weight))
-        assert torch.autograd.gradgradcheck(pen, (grads, weight))
-
-    def pen_norms(g):
-        return wgangp_fast.gradient_norm_penalty(g, pac=pac, backend=backend, return_norms=True)
-
-    assert torch.autograd.gradcheck(pen_norms, (grads,))
-    assert torch.autograd.gradgradcheck(pen_norms, (grads,))
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_opcheck_registered_ops(backend):
-    ops = torch.ops.wgangp_fast
-    real = rand((4, 5), torch.float32, 20).requires_grad_()
-    fake = rand((4, 5), torch.float32, 21)
-    alpha = uniform(2, 22).float().requires_grad_()
-    torch.library.opcheck(ops.interpolate, (real, fake, alpha, 2, backend))
-    grad = rand((4, 5), torch.float32, 23)
-    torch.library.opcheck(ops.interpolate_backward,
-                          (grad, real.detach(), fake, alpha.detach(), 2, backend))
-    grads = rand((4, 5), torch.float32, 24).requires_grad_()
-    weight = uniform(2, 25, 0.5, 1.5).float()
-    for red in (0, 1, 2):
-        torch.library.opcheck(ops.gradient_norm_penalty,
-                              (grads, weight, 2, 1.0, False, 0.0, 1.0, red, 10.0, backend))
-    out, norms = ops.gradient_norm_penalty(grads.detach(), None, 2, 1.0, False, 0.0, 1.0, 1, 1.0,
-                                           backend)
-    torch.library.opcheck(ops.gradient_norm_penalty_backward,
-                          (torch.ones_like(out), None, grads.detach(), norms, None, 2, 1.0, False,
-                           1.0, 1, 1.0, backend))
-
-
-@NEEDS_CUDA
-@pytest.mark.parametrize("dtype", DTYPE)
-def test_opcheck_cuda_kernel_ops(dtype):
-    if "cuda" not in wgangp_fast.available_backends():
-        pytest.skip(f"backend cuda: {wgangp_fast.backend_status()['cuda']}")
-    ops = torch.ops.wgangp_fast
-    acc = acc_of(dtype)
-    real, fake, grad = (rand((6, 7), dtype, s) for s in (30, 31, 32))
-    alpha = uniform(3, 33).to(acc)
-    torch.library.opcheck(ops.interpolate_kernel, (real, fake, alpha, 2))
-    torch.library.opcheck(ops.interpolate_backward_kernel, (grad, real, fake, alpha, 2))
-    weight = uniform(3, 34, 0.5, 1.5).float()
-    for red in (0, 1, 2):
-        torch.library.opcheck(ops.penalty_forward_kernel,
-                              (grad, weight, 2, 1.0, False, 0.0, 1.0, red, 2.0))
-        out, norms = ops.penalty_forward_kernel(grad, weight, 2, 1.0, False, 0.0, 1.0, red, 2.0)
-        torch.library.opcheck(ops.penalty_backward_kernel,
-                              (torch.ones_like(out), norms * 0.5, grad, norms, weight, 2, 1.0,
-                               False, 1.0, red, 2.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,10 +162,10 @@ def test_large_layouts_match_reference(backend, layout):
         weight=weight.float())
 
     r64, a64 = real.double().clone().requires_grad_(), alpha.clone().requires_grad_()
-    x64 = R.interpolate(r64, fake.double(), a64, pac)
+    x64 = autograd_interpolate(r64, fake.double(), a64, pac)
     x64.backward(grads.double())
     g64 = grads.double().clone().requires_grad_()
-    out64 = R.gradient_norm_penalty(g64, pac=pac, target=0.8, weight=weight)
+    out64 = autograd_gradient_norm_penalty(g64, pac=pac, target=0.8, weight=weight)
     n64 = ref_norms(g64, pac)
     (out64 + n64.sum()).backward()
 

@@ -1,5 +1,5 @@
 """Every backend's interpolate and gradient_norm_penalty against the float64 plain-autograd
-reference (wgangp_fast.reference), over dtypes, shapes, pac and every penalty parameter."""
+reference (wgangp_fast.testing), over dtypes, shapes, pac and every penalty parameter."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import wgangp_fast
-from wgangp_fast import reference as R
+from wgangp_fast.testing import autograd_gradient_norm_penalty, autograd_interpolate
 
 from .cases import (
     DEVICE,
@@ -54,7 +54,7 @@ def test_interpolate_forward_and_backward(backend, dtype, shape, pac):
     r64 = real.double().clone().requires_grad_()
     f64 = fake.double().clone().requires_grad_()
     a64 = alpha.clone().requires_grad_()
-    expected = R.interpolate(r64, f64, a64, pac)
+    expected = autograd_interpolate(r64, f64, a64, pac)
 
     r, f = real.clone().requires_grad_(), fake.clone().requires_grad_()
     a = alpha.float().clone().requires_grad_() if dtype != torch.float64 else alpha.clone().requires_grad_()
@@ -73,31 +73,37 @@ def test_interpolate_forward_and_backward(backend, dtype, shape, pac):
     torch.testing.assert_close(a.grad.double(), a64.grad, atol=atol * group ** 0.5 * 4, rtol=rtol * 4)
 
 
-@pytest.mark.parametrize("backend", BACKEND)
-@pytest.mark.parametrize("dtype", DTYPE)
-@pytest.mark.parametrize("shape", SAMPLE_SHAPES, ids=str)
-@pytest.mark.parametrize("pac", PACS)
-@pytest.mark.parametrize("params", PENALTY_PARAMS, ids=penalty_param_id)
-def test_penalty_forward_and_backward(backend, dtype, shape, pac, params):
-    n = _n(pac)
-    # Group norms spread from about 0.2 to 2.2, so they straddle every target of PENALTY_PARAMS
-    # and the one-sided clip is active for some groups and not for others.
+def _spread_grads(n, shape, dtype, pac, seed):
+    """Gradients whose group norms spread from about 0.2 to 2.2, so they straddle every target of
+    PENALTY_PARAMS and the one-sided clip is active for some groups and not for others."""
     m = n // pac
     spread = torch.linspace(0.2, 2.2, m, dtype=torch.float64).repeat_interleave(pac)
-    grads = batch(n, shape, torch.float64, seed=4)
+    grads = batch(n, shape, torch.float64, seed=seed)
     grads = grads / grads.reshape(m, -1).norm(dim=1).repeat_interleave(pac).reshape(
         n, *([1] * len(shape))) * spread.reshape(n, *([1] * len(shape))).to(DEVICE)
-    grads = grads.to(dtype)
+    return grads.to(dtype)
+
+
+def _check_penalty(backend, dtype, shape, pac, n, params):
+    """Value, per-group norms and input gradient against the float64 reference."""
+    m = n // pac
+    grads = _spread_grads(n, shape, dtype, pac, seed=4)
     kw = _kwargs(params, m)
     g64 = grads.double().clone().requires_grad_()
-    expected = R.gradient_norm_penalty(g64, pac=pac, **kw)
+    expected = autograd_gradient_norm_penalty(g64, pac=pac, **kw)
+    norms64 = torch.sqrt((g64.detach().reshape(m, -1) * kw.get("input_scale", 1.0)).square().sum(1)
+                         + kw.get("eps", 0.0))
 
     g = grads.clone().requires_grad_()
     kw_dt = _kwargs(params, m, dtype=torch.float32)
-    got = wgangp_fast.gradient_norm_penalty(g, pac=pac, backend=backend, **kw_dt)
+    got, norms = wgangp_fast.gradient_norm_penalty(g, pac=pac, backend=backend, return_norms=True,
+                                                   **kw_dt)
     assert got.dtype == dtype
     assert got.shape == expected.shape
     torch.testing.assert_close(got.double(), expected.detach(), **tol(dtype))
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    assert norms.dtype == acc and norms.shape == (m,)
+    torch.testing.assert_close(norms.double(), norms64, **tol(acc))
 
     up = torch.linspace(0.5, 1.5, expected.numel(), dtype=torch.float64).reshape(expected.shape)
     expected.backward(up.to(DEVICE))
@@ -109,16 +115,56 @@ def test_penalty_forward_and_backward(backend, dtype, shape, pac, params):
 
 @pytest.mark.parametrize("backend", BACKEND)
 @pytest.mark.parametrize("dtype", DTYPE)
+@pytest.mark.parametrize("shape", SAMPLE_SHAPES, ids=str)
 @pytest.mark.parametrize("pac", PACS)
-@pytest.mark.parametrize("eps", [0.0, 1e-6])
-def test_zero_gradients_are_finite(backend, dtype, pac, eps):
+@pytest.mark.parametrize("params", PENALTY_PARAMS, ids=penalty_param_id)
+def test_penalty_forward_and_backward(backend, dtype, shape, pac, params):
+    _check_penalty(backend, dtype, shape, pac, _n(pac), params)
+
+
+# Every parameter on the layouts the grid above does not reach: many small groups (several GPU
+# blocks and programs reduce the penalty), and one image group split over several blocks.
+@pytest.mark.parametrize("backend", BACKEND)
+@pytest.mark.parametrize("dtype", DTYPE)
+@pytest.mark.parametrize("shape,pac,groups", [((7,), 2, 40), ((3, 32, 32), 10, 1)], ids=str)
+@pytest.mark.parametrize("params", [p for p in PENALTY_PARAMS if p], ids=penalty_param_id)
+def test_penalty_parameters_on_more_layouts(backend, dtype, shape, pac, groups, params):
+    _check_penalty(backend, dtype, shape, pac, pac * groups, params)
+
+
+@pytest.mark.parametrize("backend", BACKEND)
+@pytest.mark.parametrize("dtype", DTYPE)
+@pytest.mark.parametrize("pac", PACS)
+def test_gradient_through_the_norms_output(backend, dtype, pac):
+    n = 3 * pac
+    grads = _spread_grads(n, (33,), dtype, pac, seed=6)
+    g64 = grads.double().clone().requires_grad_()
+    out64 = autograd_gradient_norm_penalty(g64, pac=pac, target=0.5)
+    n64 = g64.reshape(3, -1).norm(dim=1)
+    w = (torch.linspace(-1.0, 1.0, 3, dtype=torch.float64) + 0.1).to(DEVICE)
+    (out64 + (n64 * w).sum()).backward()
+
+    g = grads.clone().requires_grad_()
+    out, norms = wgangp_fast.gradient_norm_penalty(g, pac=pac, target=0.5, backend=backend,
+                                                   return_norms=True)
+    (out.to(norms.dtype) + (norms * w.to(norms.dtype)).sum()).backward()
+    atol, rtol = tol(dtype)["atol"], tol(dtype)["rtol"]
+    torch.testing.assert_close(g.grad.double(), g64.grad, atol=atol * 4, rtol=rtol * 4)
+
+
+@pytest.mark.parametrize("backend", BACKEND)
+@pytest.mark.parametrize("dtype", DTYPE)
+@pytest.mark.parametrize("pac", PACS)
+@pytest.mark.parametrize("kw", [{"eps": 0.0}, {"eps": 1e-6}, {"one_sided": True},
+                                {"reduction": "none", "target": 0.0}], ids=penalty_param_id)
+def test_zero_gradients_are_finite(backend, dtype, pac, kw):
     grads = torch.zeros(2 * pac, 4, 3, dtype=dtype, device=DEVICE, requires_grad=True)
-    out = wgangp_fast.gradient_norm_penalty(grads, pac=pac, eps=eps, backend=backend)
-    expected = (1.0 - eps ** 0.5) ** 2
-    assert torch.isfinite(out)
-    torch.testing.assert_close(out.double().cpu(), torch.tensor(expected, dtype=torch.float64),
-                               **tol(dtype))
-    out.backward()
+    out = wgangp_fast.gradient_norm_penalty(grads, pac=pac, backend=backend, **kw)
+    g64 = torch.zeros(2 * pac, 4, 3, dtype=torch.float64, device=DEVICE)
+    expected = autograd_gradient_norm_penalty(g64, pac=pac, **kw)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), expected, **tol(dtype))
+    out.sum().backward()
     assert torch.isfinite(grads.grad).all()
     assert torch.count_nonzero(grads.grad) == 0
 
@@ -133,10 +179,10 @@ def test_non_contiguous_inputs(backend, pac):
     assert not real.is_contiguous() and not fake.is_contiguous()
     alpha = alpha_for(n, pac).float()
     got = wgangp_fast.interpolate(real, fake, alpha, pac=pac, backend=backend)
-    torch.testing.assert_close(got, R.interpolate(real, fake, alpha, pac), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(got, autograd_interpolate(real, fake, alpha, pac), atol=1e-6, rtol=1e-6)
     grads = real.clone().transpose(0, 1).contiguous().transpose(0, 1)  # odd strides, same values
     out = wgangp_fast.gradient_norm_penalty(grads, pac=pac, backend=backend, reduction="none")
-    torch.testing.assert_close(out, R.gradient_norm_penalty(grads, pac=pac, reduction="none"),
+    torch.testing.assert_close(out, autograd_gradient_norm_penalty(grads, pac=pac, reduction="none"),
                                atol=1e-5, rtol=1e-5)
 
 
@@ -146,12 +192,12 @@ def test_large_groups_and_many_small_groups(backend):
     big = batch(2, (3, 100, 101), torch.float32, seed=7)
     out = wgangp_fast.gradient_norm_penalty(big, pac=2, backend=backend, target=0.0)
     torch.testing.assert_close(out.double(),
-                               R.gradient_norm_penalty(big.double(), pac=2, target=0.0),
+                               autograd_gradient_norm_penalty(big.double(), pac=2, target=0.0),
                                atol=1e-3, rtol=1e-5)
     small = batch(3000, (5,), torch.float32, seed=8)
     out = wgangp_fast.gradient_norm_penalty(small, pac=10, backend=backend, reduction="none")
     torch.testing.assert_close(out.double(),
-                               R.gradient_norm_penalty(small.double(), pac=10, reduction="none"),
+                               autograd_gradient_norm_penalty(small.double(), pac=10, reduction="none"),
                                atol=1e-5, rtol=1e-5)
 
 
@@ -221,7 +267,7 @@ def test_gradcheck_and_gradgradcheck(backend, pac):
     grads = batch(n, (4,), torch.float64, 17).requires_grad_()
     weight = _weight(n // pac).requires_grad_()
     for kw in ({}, {"target": 0.3, "one_sided": True}, {"eps": 0.1, "input_scale": 2.0},
-               {"reduction": "none", "target": 0.0}, {"reduction": "sum"}):
+               {"reduction": "none", "target": 0.0}, {"reduction": "sum", "scale": 3.0}):
         def pen(g, w, kw=kw):
             return wgangp_fast.gradient_norm_penalty(g, pac=pac, weight=w, backend=backend, **kw)
 
@@ -233,6 +279,7 @@ def test_gradcheck_and_gradgradcheck(backend, pac):
                                                        return_norms=True)
         return out, norms
 
+    assert torch.autograd.gradcheck(pen_norms, (grads,))
     assert torch.autograd.gradgradcheck(pen_norms, (grads,))
 
 
@@ -281,6 +328,27 @@ def test_opcheck_kernel_ops_with_their_cpp_autograd(backend):
                               (torch.ones_like(out).requires_grad_(), None, grads,
                                norms.detach().requires_grad_(), weight, 2, 0.5, red == 2, 1.0,
                                red, 10.0))
+
+
+@pytest.mark.parametrize("backend", backend_params(["cpu", "cuda"]))
+@pytest.mark.parametrize("dtype", DTYPE)
+def test_opcheck_kernel_ops_every_dtype(backend, dtype):
+    if (backend == "cuda") != (DEVICE.type == "cuda"):
+        pytest.skip(f"the {backend} kernel ops take {backend.upper()} tensors; tests run on {DEVICE}")
+    ops = torch.ops.wgangp_fast
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    real, fake, grad = (batch(6, (7,), dtype, s) for s in (30, 31, 32))
+    alpha = alpha_for(6, 2, seed=33).to(acc)
+    torch.library.opcheck(ops.interpolate_kernel, (real, fake, alpha, 2))
+    torch.library.opcheck(ops.interpolate_backward_kernel, (grad, real, fake, alpha, 2))
+    weight = _weight(3, seed=34).float()
+    for red in (0, 1, 2):
+        torch.library.opcheck(ops.penalty_forward_kernel,
+                              (grad, weight, 2, 1.0, False, 0.0, 1.0, red, 2.0))
+        out, norms = ops.penalty_forward_kernel(grad, weight, 2, 1.0, False, 0.0, 1.0, red, 2.0)
+        torch.library.opcheck(ops.penalty_backward_kernel,
+                              (torch.ones_like(out), norms * 0.5, grad, norms, weight, 2, 1.0,
+                               False, 1.0, red, 2.0))
 
 
 @pytest.mark.parametrize("backend", BACKEND)

@@ -12,8 +12,8 @@ import torch
 
 pytest.importorskip("triton")
 
-from wgangp_fast import triton_kernels as T  # noqa: E402
-from wgangp_fast.backends import eager as E  # noqa: E402
+from wgangp_fast.backends import reference as P  # noqa: E402
+from wgangp_fast.backends import triton as T  # noqa: E402
 
 from .cases import DEVICE, INTERPRETED  # noqa: E402
 
@@ -97,15 +97,15 @@ def test_host_floats_round_trip_through_their_bits():
 
 
 def _check_all_four(n, shape, pac, dtype, seed=0, weight=True, **kw):
-    """The four backend functions against the eager reference backend on the same inputs."""
-    acc = E.acc_dtype(dtype)
+    """The four triton functions against the reference backend's, on the same inputs."""
+    acc = P.acc_dtype(dtype)
     m = n // pac
     real, fake, up = (_rand((n, *shape), dtype, seed + i) for i in range(3))
     alpha = torch.rand(m, generator=torch.Generator().manual_seed(seed), dtype=acc).to(DEVICE)
     group = pac * torch.Size(shape).numel()
-    _close(T.interpolate(real, fake, alpha, pac), E.interpolate(real, fake, alpha, pac), dtype)
+    _close(T.interpolate(real, fake, alpha, pac), P.interpolate(real, fake, alpha, pac), dtype)
     got = T.interpolate_backward(up, real, fake, alpha, pac)
-    ref = E.interpolate_backward(up, real, fake, alpha, pac)
+    ref = P.interpolate_backward(up, real, fake, alpha, pac)
     for a, b in zip(got, ref):
         assert a.dtype == b.dtype and a.shape == b.shape and a.is_contiguous()
         _close(a, b, dtype, scale=group ** 0.5)
@@ -117,14 +117,14 @@ def _check_all_four(n, shape, pac, dtype, seed=0, weight=True, **kw):
     args.update(kw)
     if args["target"] is None:
         # The median norm: the one-sided clip acts on about half the groups.
-        norms = E.penalty_forward(grads, None, pac, 0.0, False, args["eps"], args["input_scale"],
-                                  E.NONE, 1.0)[1]
+        norms = P.penalty_forward(grads, None, pac, 0.0, False, args["eps"], args["input_scale"],
+                                  P.NONE, 1.0)[1]
         args["target"] = norms.median().item()
-    for red in (E.NONE, E.MEAN, E.SUM):
+    for red in (P.NONE, P.MEAN, P.SUM):
         fwd = (w, pac, args["target"], args["one_sided"], args["eps"], args["input_scale"], red,
                args["scale"])
         out, norms = T.penalty_forward(grads, *fwd)
-        ref_out, ref_norms = E.penalty_forward(grads, *fwd)
+        ref_out, ref_norms = P.penalty_forward(grads, *fwd)
         assert out.dtype == dtype and out.shape == ref_out.shape
         assert norms.dtype == acc and norms.shape == (m,)
         _close(out, ref_out, dtype)
@@ -134,7 +134,7 @@ def _check_all_four(n, shape, pac, dtype, seed=0, weight=True, **kw):
         bwd = (w, pac, args["target"], args["one_sided"], args["input_scale"], red,
                args["scale"])
         got = T.penalty_backward(g_out, g_norms, grads, norms, *bwd)
-        ref = E.penalty_backward(g_out, g_norms, grads, ref_norms, *bwd)
+        ref = P.penalty_backward(g_out, g_norms, grads, ref_norms, *bwd)
         assert got.dtype == dtype and got.shape == grads.shape
         _close(got, ref, dtype, scale=4.0)
 
@@ -172,9 +172,9 @@ def test_split_and_multi_program_results_are_bitwise_repeatable(monkeypatch):
     w = torch.rand(12).to(DEVICE) + 0.5
 
     def run():
-        out, norms = T.penalty_forward(grads, w, 2, 1.0, False, 0.0, 1.0, E.MEAN, 10.0)
+        out, norms = T.penalty_forward(grads, w, 2, 1.0, False, 0.0, 1.0, P.MEAN, 10.0)
         d = T.penalty_backward(torch.ones_like(out), None, grads, norms, w, 2, 1.0, False, 1.0,
-                               E.MEAN, 10.0)
+                               P.MEAN, 10.0)
         d_alpha = T.interpolate_backward(grads, grads, grads.flip(0), w, 2)[2]
         return out, norms, d, d_alpha
 
@@ -188,17 +188,17 @@ def test_zero_norm_groups_get_a_zero_subgradient(dtype):
     grads = _rand((8, 5), dtype, 12)
     grads[0:2] = 0  # group 0 (pac 2) is all zeros
     grads[6:8] = 0  # group 3 too
-    out, norms = T.penalty_forward(grads, None, 2, 1.0, False, 0.0, 1.0, E.NONE, 1.0)
+    out, norms = T.penalty_forward(grads, None, 2, 1.0, False, 0.0, 1.0, P.NONE, 1.0)
     assert norms[0] == 0 and norms[3] == 0
     assert torch.isfinite(out).all()
     g_norms = torch.ones(4, dtype=norms.dtype, device=DEVICE)
     d = T.penalty_backward(torch.ones_like(out), g_norms, grads, norms, None, 2, 1.0, False, 1.0,
-                           E.NONE, 1.0)
+                           P.NONE, 1.0)
     assert torch.isfinite(d).all()
     assert torch.count_nonzero(d[0:2]) == 0 and torch.count_nonzero(d[6:8]) == 0
     assert torch.count_nonzero(d[2:6]) > 0
-    _close(d, E.penalty_backward(torch.ones_like(out), g_norms, grads, norms, None, 2, 1.0, False,
-                                 1.0, E.NONE, 1.0), dtype)
+    _close(d, P.penalty_backward(torch.ones_like(out), g_norms, grads, norms, None, 2, 1.0, False,
+                                 1.0, P.NONE, 1.0), dtype)
 
 
 @runs_kernels
@@ -207,14 +207,14 @@ def test_float64_host_scalars_are_not_rounded_to_float32():
     grads = _rand((6, 11), torch.float64, 13)
     w = torch.rand(3, dtype=torch.float64).to(DEVICE) + 0.5
     fwd = (w, 2, 0.7, True, 1e-7, 1.0 / 3.0)
-    for red, scale in ((E.NONE, -3.3), (E.MEAN, 0.1), (E.SUM, 2.0 ** -30)):
+    for red, scale in ((P.NONE, -3.3), (P.MEAN, 0.1), (P.SUM, 2.0 ** -30)):
         out, norms = T.penalty_forward(grads, *fwd, red, scale)
-        ref_out, ref_norms = E.penalty_forward(grads, *fwd, red, scale)
+        ref_out, ref_norms = P.penalty_forward(grads, *fwd, red, scale)
         torch.testing.assert_close(out, ref_out, atol=0, rtol=1e-14)
         torch.testing.assert_close(norms, ref_norms, atol=0, rtol=1e-14)
         g_out = torch.ones_like(out)
         d = T.penalty_backward(g_out, None, grads, norms, w, 2, 0.7, True, 1.0 / 3.0, red, scale)
-        ref = E.penalty_backward(g_out, None, grads, ref_norms, w, 2, 0.7, True, 1.0 / 3.0, red,
+        ref = P.penalty_backward(g_out, None, grads, ref_norms, w, 2, 0.7, True, 1.0 / 3.0, red,
                                  scale)
         torch.testing.assert_close(d, ref, atol=1e-300, rtol=1e-13)
 
@@ -225,12 +225,12 @@ def test_strided_per_group_vectors_and_upstream_gradients():
     w = _rand((3, 2), torch.float32, 15).abs()[:, 1]  # stride 2
     g_out = _rand((3, 3), torch.float32, 16)[:, 0]
     assert not w.is_contiguous() and not g_out.is_contiguous()
-    out, norms = T.penalty_forward(grads, w, 2, 1.0, False, 0.0, 1.0, E.NONE, 1.0)
-    _close(out, E.penalty_forward(grads, w.contiguous(), 2, 1.0, False, 0.0, 1.0, E.NONE, 1.0)[0],
+    out, norms = T.penalty_forward(grads, w, 2, 1.0, False, 0.0, 1.0, P.NONE, 1.0)
+    _close(out, P.penalty_forward(grads, w.contiguous(), 2, 1.0, False, 0.0, 1.0, P.NONE, 1.0)[0],
            torch.float32)
-    d = T.penalty_backward(g_out, None, grads, norms, w, 2, 1.0, False, 1.0, E.NONE, 1.0)
-    _close(d, E.penalty_backward(g_out.contiguous(), None, grads, norms, w.contiguous(), 2, 1.0,
-                                 False, 1.0, E.NONE, 1.0), torch.float32)
+    d = T.penalty_backward(g_out, None, grads, norms, w, 2, 1.0, False, 1.0, P.NONE, 1.0)
+    _close(d, P.penalty_backward(g_out.contiguous(), None, grads, norms, w.contiguous(), 2, 1.0,
+                                 False, 1.0, P.NONE, 1.0), torch.float32)
 
 
 @runs_kernels
@@ -246,7 +246,7 @@ def test_bad_arguments_name_what_is_wrong():
     with pytest.raises(ValueError, match="fake must match real"):
         T.interpolate(x, x.double(), alpha, 2)
     with pytest.raises(ValueError, match="weight must hold M=2"):
-        T.penalty_forward(x, alpha[:1], 2, 1.0, False, 0.0, 1.0, E.MEAN, 1.0)
+        T.penalty_forward(x, alpha[:1], 2, 1.0, False, 0.0, 1.0, P.MEAN, 1.0)
     with pytest.raises(ValueError, match="reduction must be"):
         T.penalty_forward(x, None, 2, 1.0, False, 0.0, 1.0, 3, 1.0)
 

@@ -179,7 +179,7 @@ def _resolve(backend, device: torch.device) -> str:
 
 def _below_autograd(op):
     """`op` called past its Autograd key. The backward kernel ops' autograd (their second order,
-    registered in Python by ops.py for the C++ first-order backward's create_graph=True) costs
+    registered in Python by ops/ for the C++ first-order backward's create_graph=True) costs
     ~10 us per call even where it records nothing; every caller reaching them through this table
     (the registered ops, the autograd.Function twins, the diagnostics) has its own autograd or
     none, so it skips it. The forward kernel ops keep theirs: in C++, it is free when idle, and
@@ -208,9 +208,9 @@ def get(name: str):
             penalty_backward=_below_autograd(ops.penalty_backward_kernel),
         )
     if name == "triton":
-        from .. import triton_kernels as mod
+        from . import triton as mod
     elif name == "reference":
-        from . import eager as mod
+        from . import reference as mod
     else:
         raise ValueError(f"unknown backend {name!r}")
     return SimpleNamespace(

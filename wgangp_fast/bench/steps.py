@@ -27,9 +27,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .. import reference
 from ..penalty import gradient_penalty
 from ..steps import CriticStep, GeneratorStep, TrainStep
+from ..testing import ctgan_gradient_penalty, per_sample_gradient_penalty
 from .harness import (
     AUTOCAST_SUFFIX,
     DTYPES,
@@ -98,9 +98,9 @@ def reference_penalty(spec: CriticSpec) -> Callable:
     """The seed code's penalty for this critic: CTGAN's for the packed critic (seed 000), the
     per-sample one of seeds 002/003 for the others."""
     if spec.pac > 1:
-        return lambda critic, real, fake: reference.ctgan_gradient_penalty(
+        return lambda critic, real, fake: ctgan_gradient_penalty(
             critic, real, fake, device=real.device, pac=spec.pac, lambda_=LAMBDA_GP)
-    return lambda critic, real, fake: reference.per_sample_gradient_penalty(
+    return lambda critic, real, fake: per_sample_gradient_penalty(
         critic, real, fake, lambda_gp=LAMBDA_GP)
 
 

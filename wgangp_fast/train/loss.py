@@ -4,7 +4,7 @@
     L_gen    = -E[D(G(z))]
 
 The penalty of each method is the fused `wgangp_fast.gradient_penalty`, or `autograd_penalty`, the
-same penalty in plain autograd over the op contract's eager formulas (wgangp_fast.reference), for
+same penalty in plain autograd over the op contract's eager formulas (wgangp_fast.testing), for
 comparison. Lazy regularisation (StyleGAN2) computes the penalty on every k-th critic step only,
 weighted by k. In fp16 the backward passes and optimiser steps go through a GradScaler, which the
 fused penalty also receives: it differentiates S * mean(output) in float32 and folds N / S into
@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import Tensor, nn
 
-from .. import reference
+from .. import testing
 from ..penalty import gradient_penalty, kind_settings
 from .config import PENALTY_KINDS, WGANGPConfig
 
@@ -77,7 +77,7 @@ def autograd_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
                      kind: str = "wgan-gp", lambda_gp: float = 10.0, pac: int = 1,
                      alpha: Optional[Tensor] = None, dragan_c: float = 0.5) -> Tensor:
     """gradient_penalty(kind=...) in plain autograd: the points of `kind` and the norm penalty by
-    the eager formulas of wgangp_fast.reference, differentiated by PyTorch. It draws its random
+    the eager formulas of wgangp_fast.testing, differentiated by PyTorch. It draws its random
     numbers as the fused path does (dragan's perturbation, then one alpha per pac group), so
     both give the same values from the same RNG state."""
     target, one_sided, scale = kind_settings(kind, lambda_gp)
@@ -90,12 +90,12 @@ def autograd_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
             real, fake = real + dragan_c * real.std() * noise, real
         if alpha is None:
             alpha = torch.rand(real.shape[0] // pac, device=real.device)
-        x = reference.interpolate(real, fake, alpha, pac)
+        x = testing.autograd_interpolate(real, fake, alpha, pac)
     x = x.detach().requires_grad_(True)
     out = critic(x)
     (grads,) = torch.autograd.grad(out, x, torch.ones_like(out), create_graph=True)
-    return reference.gradient_norm_penalty(grads, pac, target=target, one_sided=one_sided,
-                                           scale=scale)
+    return testing.autograd_gradient_norm_penalty(grads, pac, target=target,
+                                                  one_sided=one_sided, scale=scale)
 
 
 def penalty(config: WGANGPConfig, critic: nn.Module, real: Tensor, fake: Tensor, *,
