@@ -16,8 +16,8 @@ import warnings
 import pytest
 import torch
 
-from wgangp_fast import cli, train
-from wgangp_fast.train import WGANGPConfig, WGANGPTrainer, _compat
+from wgangp_fast import _compat, cli, train
+from wgangp_fast.train import WGANGPConfig, WGANGPTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,5 +1,5 @@
 """Moved to wgangp_fast.train.data; this old path gives that module, with a one-time warning."""
 
-from .train._compat import alias_module
+from ._compat import alias_module
 
 alias_module(__name__, "wgangp_fast.train.data")

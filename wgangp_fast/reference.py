@@ -2,11 +2,12 @@
 and autograd_gradient_norm_penalty. This path keeps the old names (the same functions) and warns
 once."""
 
-from ._moved import warn_moved
+from ._compat import warn_once
 
-warn_moved(__name__, "wgangp_fast.testing",
-           " (interpolate and gradient_norm_penalty are autograd_interpolate and "
-           "autograd_gradient_norm_penalty there)")
+warn_once(f"module {__name__}", f"{__name__} moved to wgangp_fast.testing (interpolate and "
+                                f"gradient_norm_penalty are autograd_interpolate and "
+                                f"autograd_gradient_norm_penalty there); import it from there "
+                                f"({__name__} still works, but will be removed)")
 
 from .testing import autograd_gradient_norm_penalty as gradient_norm_penalty  # noqa: E402
 from .testing import autograd_interpolate as interpolate  # noqa: E402

@@ -1,13 +1,13 @@
 """Moved to wgangp_fast.train (the trainer split into config, loss, checkpoint, outputs and
 trainer modules); this old path gives the same objects, with a one-time warning."""
 
+from ._compat import warn_once as _warn_once
 from .train import __all__  # noqa: F401
 from .train import checkpoint as _checkpoint
 from .train import config as _config
 from .train import loss as _loss
 from .train import outputs as _outputs
 from .train import trainer as _trainer
-from .train._compat import warn_once as _warn_once
 
 _warn_once("module wgangp_fast.trainer",
            "wgangp_fast.trainer moved to wgangp_fast.train; import from there "

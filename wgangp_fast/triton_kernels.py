@@ -1,5 +1,5 @@
 """Moved to wgangp_fast.backends.triton; this path stays an alias of it and warns once."""
 
-from ._moved import alias
+from ._compat import alias_module
 
-alias(__name__, "wgangp_fast.backends.triton")
+alias_module(__name__, "wgangp_fast.backends.triton")

@@ -18,8 +18,8 @@ import numpy as np
 
 from .. import backends
 from .. import steps as steps_mod
+from .._compat import warn_once
 from . import data as data_mod
-from ._compat import warn_once
 
 __all__ = ["DATASET_PRESETS", "RESUMABLE", "Flag", "WGANGPConfig"]
 

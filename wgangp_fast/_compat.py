@@ -1,5 +1,6 @@
-"""What keeps old names working: one-time FutureWarnings, and the modules that moved into
-wgangp_fast.train (wgangp_fast.models, .data, .metrics, .distributed) aliased at their old paths."""
+"""What keeps old names working: one-time FutureWarnings (shown by default, attributed to the
+user's line), and modules that moved, aliased at their old paths (wgangp_fast.models, .data,
+.metrics, .distributed -> wgangp_fast.train; .triton_kernels, .backends.eager -> backends/)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import warnings
 from typing import Set
 
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _WARNED: Set[str] = set()
 
 
@@ -19,19 +20,23 @@ def warn_once(key: str, message: str) -> None:
     if key in _WARNED:
         return
     _WARNED.add(key)
-    # warnings.warn skips importlib's frames itself when it counts stacklevel, so only the
-    # package's own frames are counted here
+    # the frames of the package and of importlib are passed over; warnings.warn counts all but
+    # importlib's bootstrap frames in its stacklevel
     frame, level = sys._getframe(0), 1
     while frame.f_back is not None and (frame.f_code.co_filename.startswith(_PACKAGE)
                                         or _importlib_frame(frame)):
         frame = frame.f_back
-        level += not _importlib_frame(frame)
+        level += not _bootstrap_frame(frame)
     warnings.warn(message, FutureWarning, stacklevel=level)
 
 
-def _importlib_frame(frame) -> bool:
+def _bootstrap_frame(frame) -> bool:
     name = frame.f_code.co_filename
     return "importlib" in name and "_bootstrap" in name
+
+
+def _importlib_frame(frame) -> bool:
+    return _bootstrap_frame(frame) or frame.f_globals.get("__name__") == "importlib"
 
 
 def alias_module(old: str, new: str) -> None:
