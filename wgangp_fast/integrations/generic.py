@@ -160,6 +160,14 @@ _lock = threading.RLock()
 _registry: Dict[Tuple[type, str], PatchHandle] = {}
 
 
+def _unchecked(handle, exc: Exception) -> None:
+    """The original raised on the first call: warn once and use the fused penalty unchecked."""
+    warnings.warn(f"could not check wgangp_fast's penalty against the original "
+                  f"{_qualname(handle.cls, handle.name)}, which raised {exc!r} on this call; the "
+                  f"fused penalty is used without that check", RuntimeWarning, stacklevel=3)
+    handle.verified = True
+
+
 def _qualname(cls: type, name: str) -> str:
     return f"{cls.__module__}.{cls.__qualname__}.{name}"
 
@@ -243,12 +251,7 @@ def _make_replacement(handle_box: list, original: Callable, sig: inspect.Signatu
                 reference = _original_value(original, args, kwargs, a["self"], a["real_data"],
                                             a["device"])
             except Exception as exc:  # the unpatched code would fail here too: say so, go on
-                warnings.warn(
-                    f"could not check wgangp_fast's penalty against the original "
-                    f"{_qualname(handle.cls, handle.name)}, which raised {exc!r} on this call; "
-                    f"the fused penalty is used without that check", RuntimeWarning,
-                    stacklevel=2)
-                handle.verified = True
+                _unchecked(handle, exc)
         value = fused_calc_gradient_penalty(a["self"], a["real_data"], a["fake_data"],
                                             a["device"], a["pac"], a["lambda_"], backend=backend)
         if reference is not None:
@@ -510,12 +513,7 @@ def _make_layout_replacement(handle_box: list, func: Callable, plan: _Plan,
                     with _buffers_restored(critic), _buffers_restored(owner):
                         reference = _detached(func(*args, **kwargs))
             except Exception as exc:  # the unpatched code would fail here too: say so, go on
-                warnings.warn(
-                    f"could not check wgangp_fast's penalty against the original "
-                    f"{_qualname(handle.cls, handle.name)}, which raised {exc!r} on this call; "
-                    f"the fused penalty is used without that check", RuntimeWarning,
-                    stacklevel=2)
-                handle.verified = True
+                _unchecked(handle, exc)
         if reference is None and not handle.checked:
             warn_if_norm_axes_ambiguous(real, layout.norm_dims, stacklevel=2)
         penalty, norms = gradient_penalty(

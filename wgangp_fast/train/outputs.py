@@ -78,11 +78,7 @@ def plot_curves(history: Dict[str, List[float]], path: str, title: str = "") -> 
         ax.set_xlabel("generator step")
         ax.set_title(label, fontsize=10)
         ax.grid(True, alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, title)
 
 
 def plot_samples(dataset: data_mod.Dataset, samples: np.ndarray, grid: np.ndarray, path: str,
@@ -132,6 +128,11 @@ def plot_samples(dataset: data_mod.Dataset, samples: np.ndarray, grid: np.ndarra
         ax.set_aspect("equal")
         ax.legend(loc="upper right", fontsize=8, markerscale=3)
         ax.grid(True, alpha=0.3)
+    _save(fig, path, title)
+
+
+def _save(fig, path: str, title: str) -> None:
+    plt = _pyplot()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
