@@ -110,8 +110,9 @@ def _is_ddp(module) -> bool:
 
 
 def _count(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    value = V.integer(name, value)  # numpy integers too
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
     return value
 
 
@@ -149,8 +150,9 @@ def choose_mode(mode: str, device: torch.device, critic: nn.Module, *, modules=(
     """(the mode to run, the reason the preferred mode cannot run, or None).
 
     `critic` is checked for DistributedDataParallel and buffer-mutating layers (with
-    check_critic), `modules` for DDP, `optimizers` for a capturable step. An explicit mode that cannot run raises ValueError with the reason; "auto"
-    returns "eager" and the reason its preferred mode was not taken (the caller warns once)."""
+    check_critic), `modules` for DDP, `optimizers` for a capturable step. An explicit mode that
+    cannot run raises ValueError with the reason; "auto" returns "eager" and the reason its
+    preferred mode was not taken (the caller warns once)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
     if mode == "eager":
@@ -164,8 +166,7 @@ def choose_mode(mode: str, device: torch.device, critic: nn.Module, *, modules=(
     else:
         preferred = mode
     problems = []
-    wrapped = [type(m).__name__ for m in everything if _is_ddp(m)]
-    if wrapped:
+    if any(_is_ddp(m) for m in everything):
         problems.append("a model is wrapped in DistributedDataParallel, whose all-reduce hooks "
                         "need eager autograd")
     layers = mutating_layers(critic) if check_critic else []
@@ -196,14 +197,10 @@ def choose_mode(mode: str, device: torch.device, critic: nn.Module, *, modules=(
 # ---------------------------------------------------------------------------------------------
 
 
-def _static_grads(optimizer) -> List[Tensor]:
-    return [p.grad for group in optimizer.param_groups for p in group["params"]
-            if p.grad is not None]
-
-
 def _zero_static_grads(optimizer) -> None:
     """The graph modes' zero_grad: the gradients stay the same tensors (one foreach kernel)."""
-    grads = _static_grads(optimizer)
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+             if p.grad is not None]
     if grads:
         torch._foreach_zero_(grads)
 
@@ -242,7 +239,10 @@ class _HeldLearningRates:
                 # tensor is the one the graphs read, whatever is assigned to group["lr"] later
                 lr = group["lr"]
                 held = torch.empty((), dtype=torch.float64, device=group["params"][0].device)
-                held.copy_(lr) if isinstance(lr, Tensor) else held.fill_(float(lr))
+                if isinstance(lr, Tensor):
+                    held.copy_(lr)
+                else:
+                    held.fill_(float(lr))
                 self.held[(id(opt), i)] = group["lr"] = held
         self._seen = self._snapshot()
 
@@ -570,7 +570,7 @@ class CriticStep(_Step):
         self.lambda_gp = V.finite("lambda_gp", lambda_gp)
         self.pac = _count("pac", pac, 1)
         self.gp_every = _count("gp_every", gp_every, 1)
-        self.return_norms = bool(return_norms)
+        self.return_norms = V.flag("return_norms", return_norms)
         self.backend = backend
         self.calls = 0
         self.target, self.one_sided, self.scale = (
