@@ -10,6 +10,8 @@ from wgangp_fast.testing import (
     per_sample_gradient_penalty,
 )
 
+from .seed_code import seed003_gradient_penalty
+
 
 class Packed(torch.nn.Module):
     """A CTGAN-style packed critic: pac samples are seen as one input row."""
@@ -42,22 +44,6 @@ def _seed000(critic, real_data, fake_data, device, pac):
     return ((gradient_norm - 1) ** 2).mean()
 
 
-def _seed003(D, real_data, fake_data, device, lambda_gp=10):
-    # Seed 003, gradient_penalty, transcribed as written (4-D image batches).
-    batch_size = real_data.size(0)
-    alpha = torch.rand(batch_size, 1, 1, 1, device=device)
-    alpha = alpha.expand_as(real_data)
-    interpolated = alpha * real_data + (1 - alpha) * fake_data
-    interpolated.requires_grad_(True)
-    d_interpolated = D(interpolated)
-    gradients = torch.autograd.grad(outputs=d_interpolated, inputs=interpolated,
-                                    grad_outputs=torch.ones_like(d_interpolated),
-                                    create_graph=True, retain_graph=True)[0]
-    gradients = gradients.view(batch_size, -1)
-    gradient_norm = gradients.norm(2, dim=1)
-    return lambda_gp * ((gradient_norm - 1) ** 2).mean()
-
-
 def test_ctgan_reference_is_seed_000_times_lambda():
     torch.manual_seed(0)
     for pac in (1, 2, 10):
@@ -78,7 +64,7 @@ def test_per_sample_reference_is_seed_003_for_images_and_any_rank():
     torch.manual_seed(2)
     ours = per_sample_gradient_penalty(critic, real, fake, lambda_gp=10.0)
     torch.manual_seed(2)
-    seed = _seed003(critic, real, fake, "cpu")
+    seed = seed003_gradient_penalty(critic, real, fake, "cpu")
     torch.testing.assert_close(ours, seed, rtol=0, atol=0)
     # Rank 2 is seed 000 with pac = 1.
     flat = Packed(5, 1).double()
