@@ -219,6 +219,18 @@ class _Crash(Exception):
     pass
 
 
+def _crash_at(trainer, step: int) -> None:
+    """Make `trainer` raise _Crash when its train_step is called at `step`."""
+    train_step = trainer.train_step
+
+    def crashing_step():
+        if trainer.step == step:
+            raise _Crash
+        return train_step()
+
+    trainer.train_step = crashing_step
+
+
 @pytest.mark.parametrize("dataset,ema_decay", [("ring8", 0.0), ("ring8", 0.9), ("csv", 0.0)])
 def test_resume_ends_with_the_same_weights(tmp_path, dataset, ema_decay, csv_path):
     extra = {"data_path": csv_path} if dataset == "csv" else {}
@@ -228,14 +240,7 @@ def test_resume_ends_with_the_same_weights(tmp_path, dataset, ema_decay, csv_pat
 
     out = str(tmp_path / "run")
     first = WGANGPTrainer(small(dataset, steps=6, out_dir=out, checkpoint_every=2, **extra))
-    step = first.train_step
-
-    def crashing_step():
-        if first.step == 4:
-            raise _Crash
-        return step()
-
-    first.train_step = crashing_step
+    _crash_at(first, 4)
     with pytest.raises(_Crash):
         first.train()
     torch.manual_seed(1234)
@@ -520,14 +525,7 @@ def test_numpy_numbers_in_the_config_train_and_checkpoint(tmp_path):
 
 def test_the_first_checkpoint_is_written_before_the_first_step(tmp_path):
     t = WGANGPTrainer(small(out_dir=str(tmp_path), checkpoint_every=0))
-    step = t.train_step
-
-    def crashing_step():
-        if t.step == 1:
-            raise _Crash
-        return step()
-
-    t.train_step = crashing_step
+    _crash_at(t, 1)
     with pytest.raises(_Crash):
         t.train()
     assert WGANGPTrainer.read_checkpoint(str(tmp_path / "checkpoint.pt"))["step"] == 0
