@@ -51,7 +51,7 @@ from torch.func import functional_call, grad, grad_and_value
 
 from . import _validate as V
 from .ops import gradient_norm_penalty
-from .penalty import KINDS, input_gradients, kind_settings, penalty_points
+from .penalty import KINDS, _first, input_gradients, kind_settings, penalty_points
 
 __all__ = ["MODES", "CaptureError", "CriticStep", "GeneratorStep", "StepStats", "TrainStats",
            "TrainStep", "choose_mode"]
@@ -87,10 +87,6 @@ class TrainStats(NamedTuple):
 
     critic: StepStats
     loss_g: Tensor
-
-
-def _first(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def _wide(t: Tensor) -> Tensor:
@@ -144,6 +140,11 @@ def _capture_problem(optimizer) -> Optional[str]:
             f"an optimiser with a capturable step (torch.optim.Adam, AdamW, RMSprop, ..., SGD)")
 
 
+def _check_mode(mode) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+
+
 def choose_mode(mode: str, device: torch.device, critic: nn.Module, *, modules=(),
                 optimizers=(), scaler=None, check_critic: bool = True
                 ) -> Tuple[str, Optional[str]]:
@@ -153,8 +154,7 @@ def choose_mode(mode: str, device: torch.device, critic: nn.Module, *, modules=(
     check_critic), `modules` for DDP, `optimizers` for a capturable step. An explicit mode that
     cannot run raises ValueError with the reason; "auto" returns "eager" and the reason its
     preferred mode was not taken (the caller warns once)."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+    _check_mode(mode)
     if mode == "eager":
         return "eager", None
     everything = [critic, *modules]
@@ -428,8 +428,7 @@ class _Step:
 
     def __init__(self, mode: str, optimizers: Sequence, scaler, autocast, warmup: int,
                  max_graphs: int, compile_options: Optional[dict]):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+        _check_mode(mode)
         if autocast not in (None, torch.float16, torch.bfloat16):
             raise ValueError(f"autocast must be None, torch.bfloat16 or torch.float16, got "
                              f"{autocast!r}")
