@@ -31,15 +31,15 @@ build: $(BIN)/.built
 test: build
 	$(BIN)/python -m pytest tests -m "not triton_interp" -q
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest tests -m triton_interp -q
-	WGANGP_FAST_GPU_TESTS_DRY_RUN=1 $(BIN)/python -m pytest tests/test_steps_gpu.py -q
+	WGANGP_FAST_GPU_TESTS_DRY_RUN=1 $(BIN)/python -m pytest tests/steps/test_steps_gpu.py -q
 	$(MAKE) gpu-tests-dry GPU_DRY_ARGS='-k "not large_layouts and not repeated_calls"'
 
-# The triton half of tests/test_gpu.py on CPU tensors under the Triton interpreter: catches bugs
+# The triton half of tests/backends/test_gpu.py on CPU tensors under the Triton interpreter: catches bugs
 # in the GPU tests themselves before a GPU session. `make test` runs all but its large layouts
 # (seconds); `make gpu-tests-dry GPU_DRY_ARGS=` runs all of it (6 min on this 2-core machine).
 GPU_DRY_ARGS ?=
 gpu-tests-dry: build
-	WGANGP_FAST_GPU_TESTS_DRY_RUN=1 TRITON_INTERPRET=1 $(BIN)/python -m pytest tests/test_gpu.py -q $(GPU_DRY_ARGS)
+	WGANGP_FAST_GPU_TESTS_DRY_RUN=1 TRITON_INTERPRET=1 $(BIN)/python -m pytest tests/backends/test_gpu.py -q $(GPU_DRY_ARGS)
 
 demo: build
 	$(BIN)/python -m wgangp_fast train --dataset ring8 --steps 3000 --out runs/demo --threads 1

@@ -177,16 +177,16 @@ main() {
   # takes it on CUDA tensors, and its tests take seconds where triton's compile for minutes.
   local errors="test_kernel_ops_reject_mixed_devices_and_wrong_dtypes"
   # The whole-step modes first: CUDA-graph capture can only be tested here.
-  pytest_stage gpu-tests-steps 150 tests/test_steps_gpu.py
-  pytest_stage gpu-tests-cuda 120 tests/test_gpu.py tests/test_cuda_build.py \
+  pytest_stage gpu-tests-steps 150 tests/steps/test_steps_gpu.py
+  pytest_stage gpu-tests-cuda 120 tests/backends/test_gpu.py tests/backends/test_cuda_build.py \
     -k "not triton and not $errors"
-  pytest_stage non-finite-cuda 40 WGANGP_FAST_TEST_DEVICE=cuda tests/test_non_finite.py
-  if ! pytest_stage gpu-tests-errors 40 tests/test_gpu.py -k "$errors" &&
+  pytest_stage non-finite-cuda 40 WGANGP_FAST_TEST_DEVICE=cuda tests/ops/test_non_finite.py
+  if ! pytest_stage gpu-tests-errors 40 tests/backends/test_gpu.py -k "$errors" &&
     command -v cuda-gdb >/dev/null; then
     # The same test again under cuda-gdb (installed on the lent machines): the native backtrace
     # of a crash, which pytest's faulthandler cannot give.
     stage error-paths-backtrace 90 cuda-gdb -q -batch -ex "set pagination off" -ex run \
-      -ex "bt 40" --args "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "$errors"
+      -ex "bt 40" --args "$PY" -m pytest -q -p no:cacheprovider tests/backends/test_gpu.py -k "$errors"
   fi
   benchmarks
   # Each kernel op of cuda and triton alone: error against the reference, device time and its
@@ -196,18 +196,18 @@ main() {
   fi
   # Then the rest of the suite (its gpu-marked tests run here, and "auto" on CUDA tensors), the
   # shared op matrix (tests/cases.py) on CUDA tensors (the GPU run of every dtype, shape and
-  # parameter; tests/test_gpu.py keeps only what it cannot check), and last triton's GPU tests
-  # (JIT compiles: minutes). The first two with four pytest workers where pytest-xdist is installed (it is on the
-  # lent machines): they are bound by host work and the machine has 16 cores.
+  # parameter; tests/backends/test_gpu.py keeps only what it cannot check), and last triton's GPU
+  # tests (JIT compiles: minutes). The first two with four pytest workers where pytest-xdist is
+  # installed (it is on the lent machines): they are bound by host work and the machine has 16 cores.
   local par=()
   if "$PY" -c "import xdist" 2>/dev/null; then
     par=(-n 4)
   fi
   pytest_stage suite 150 tests -m "not triton_interp" ${par[@]+"${par[@]}"} \
-    --ignore=tests/test_gpu.py --ignore=tests/test_cuda_build.py --ignore=tests/test_steps_gpu.py
+    --ignore=tests/backends/test_gpu.py --ignore=tests/backends/test_cuda_build.py --ignore=tests/steps/test_steps_gpu.py
   local shared
-  shared=$(grep -l "from \.cases import" tests/test_*.py | grep -v "tests/test_gpu.py" |
-    tr '\n' ' ')
+  shared=$(grep -rlE "from \.+cases import" tests --include='test_*.py' |
+    grep -v "tests/backends/test_gpu.py" | tr '\n' ' ')
   if [ -n "$shared" ] && gpu_visible; then
     # shellcheck disable=SC2086
     pytest_stage cuda-matrix 180 WGANGP_FAST_TEST_DEVICE=cuda $shared -m "not triton_interp" \
@@ -215,7 +215,7 @@ main() {
   fi
   # One process: its >2^31-element test needs 18 GiB and checks free memory first, which parallel
   # workers would race.
-  pytest_stage gpu-tests-triton 240 tests/test_gpu.py --durations=15 \
+  pytest_stage gpu-tests-triton 240 tests/backends/test_gpu.py --durations=15 \
     -k "triton and not $errors"
   note "gpu_check: done in $(($(date +%s) - START))s"
   ! grep -qE "FAILED|TIMED OUT" "$SUMMARY"

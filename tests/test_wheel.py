@@ -4,7 +4,7 @@ loads its compiled CPU extension, runs both ops and the drop-in, and trains two 
 Marked slow (about 80-110 s here, nearly all of it compiling the extension); `make test` runs it.
 
 The wheel is built without the CUDA extension (an nvcc compile costs minutes on a CI machine and
-tests/test_cuda_build.py covers that build in place); WGANGP_FAST_WHEEL_CUDA=1 builds it with CUDA
+tests/backends/test_cuda_build.py covers that build in place); WGANGP_FAST_WHEEL_CUDA=1 builds it with CUDA
 forced and then also requires `wgangp_fast._C_cuda` in the wheel, loaded from there.
 """
 

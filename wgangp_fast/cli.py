@@ -83,8 +83,6 @@ def _config_flags():
 
 def _add_config_flag(group, field, flag) -> None:
     """The argparse option of one setting, from its Flag and check (wgangp_fast.train.config)."""
-    from .train.config import RENAMED_VALUES, current_value
-
     names = flag.names or ("--" + field.name.replace("_", "-"),)
     kw = {"dest": field.name, "help": flag.help, "default": None}
     if flag.switch == "on":
@@ -95,8 +93,6 @@ def _add_config_flag(group, field, flag) -> None:
         check = flag.check or field.metadata.get("check")
         if isinstance(check, tuple):
             kw["choices"] = check
-            if field.name in RENAMED_VALUES:  # an old value becomes the current one first
-                kw["type"] = lambda text, name=field.name: current_value(name, text)
         elif check is not None:
             kw["type"] = _PARSERS[check]
         kw.update({k: v for k, v in (("metavar", flag.metavar), ("nargs", flag.nargs))
@@ -221,7 +217,7 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         WGANGPTrainer,
         lock_output_folder,
     )
-    from .train.config import RESUMABLE, current_settings
+    from .train.config import RESUMABLE
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -248,7 +244,7 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         if args.resume:
             if not os.path.isfile(ckpt):
                 raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
-            saved = current_settings(WGANGPTrainer.read_checkpoint(ckpt)["config"])
+            saved = WGANGPTrainer.read_checkpoint(ckpt)["config"]
             missing = _missing_extras(args, saved.get("dataset"))
             if missing:
                 raise ValueError(missing)

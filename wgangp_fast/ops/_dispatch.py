@@ -6,7 +6,7 @@ Three paths, each for a reason:
   cuda; one C++ node per op, and a backward that never enters Python (the lowest host cost).
 - the autograd.Function twins of the registered ops: eager calls on triton and reference, and
   every call under torch.compile or a torch.func transform, which the C++ nodes and the
-  registered ops' own autograd do not compose with (tests/test_functorch.py).
+  registered ops' own autograd do not compose with (tests/ops/test_functorch.py).
 - the registered torch.library ops (one op for every backend, its name as an argument): what a
   torch.compile graph holds and opcheck tests; WGANGP_FAST_DISPATCHER=1 sends eager calls
   through them too, so that path is tested eagerly as well.

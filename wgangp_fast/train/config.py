@@ -1,5 +1,5 @@
 """The settings of a training run: `WGANGPConfig`, the per-dataset presets, the checks of a
-configuration, what a resumed run may change, and the old names still accepted.
+configuration and what a resumed run may change.
 
 Each field's metadata holds its check ("int>=1", a tuple of choices, ...) and its command-line
 `Flag` (help, flag names, group): validate() and the parser of `wgangp-fast train` are both built
@@ -9,16 +9,14 @@ from them, so a new setting is declared once, here.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
 from .. import backends
 from .. import steps as steps_mod
-from .._compat import warn_once
 from . import data as data_mod
 
 __all__ = ["DATASET_PRESETS", "RESUMABLE", "Flag", "WGANGPConfig"]
@@ -38,10 +36,6 @@ HISTORY_KEYS = ("loss_c", "loss_g", "gp", "wasserstein")
 # the settings a resumed run may change: none of them alters the models, the data or the schedule
 RESUMABLE = frozenset({"steps", "out_dir", "checkpoint_every", "device", "backend",
                        "n_eval_samples", "step_mode"})
-# Old names of settings and values, still accepted (with a one-time FutureWarning) by
-# WGANGPConfig(...), for_dataset, from_dict (a checkpoint's saved config) and the command line.
-RENAMED = {"gp_lambda": "lambda_gp"}  # the penalty weight's name everywhere else
-RENAMED_VALUES = {"penalty_impl": {"reference": "autograd"}}  # "reference" is also a backend
 
 # Per-dataset settings that differ from the seed defaults, each kept because measured CPU runs of
 # a few minutes scored better with it (wgangp_fast.train.metrics; README, "Train a WGAN-GP"):
@@ -74,67 +68,6 @@ DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
-def current_value(name: str, value: Any) -> Any:
-    """`value` of setting `name`, an old value replaced by its current name (with a one-time
-    warning)."""
-    new = RENAMED_VALUES.get(name, {}).get(value) if isinstance(value, str) else None
-    if new is None:
-        return value
-    warn_once(f"value {name}={value}", f"{name} {value!r} is now called {new!r}; {value!r} still "
-                                       f"works, in code and in saved configs, but will be removed")
-    return new
-
-
-def current_settings(settings: Mapping[str, Any]) -> Dict[str, Any]:
-    """`settings` (keyword arguments, or a saved config) with old names and values replaced by
-    the current ones, each warned about once per process."""
-    out = dict(settings)
-    for old, new in RENAMED.items():
-        if old not in out:
-            continue
-        value = out.pop(old)
-        if new in out:
-            if out[new] != value:
-                raise TypeError(f"WGANGPConfig got {old}={value!r} and {new}={out[new]!r}: {old} "
-                                f"is the old name of {new}, give only {new}")
-            continue  # a saved config of this version, which writes both names (to_dict)
-        _warn_renamed(old, new)
-        out[new] = value
-    for name in RENAMED_VALUES:
-        if name in out:
-            out[name] = current_value(name, out[name])
-    return out
-
-
-def _warn_renamed(old: str, new: str) -> None:
-    warn_once(f"setting {old}", f"WGANGPConfig's {old!r} is now {new!r}, as the rest of "
-                                f"wgangp_fast names it; {old!r} still works, in code and in "
-                                f"saved configs, but will be removed")
-
-
-def _accepts_old_names(cls):
-    """The old setting names in the constructor (and so in dataclasses.replace) and as
-    attributes, each with its one-time warning."""
-    init = cls.__init__
-
-    @functools.wraps(init)
-    def __init__(self, *args, **kwargs):
-        init(self, *args, **current_settings(kwargs))
-
-    cls.__init__ = __init__
-    for old, new in RENAMED.items():
-        def get(self, old=old, new=new):
-            _warn_renamed(old, new)
-            return getattr(self, new)
-
-        def set(self, value, old=old, new=new):
-            _warn_renamed(old, new)
-            setattr(self, new, value)
-
-        setattr(cls, old, property(get, set, doc=f"The old name of {new}."))
-    return cls
-
-
 # The groups of `wgangp-fast train --help`, in order.
 DATA, MODEL, OPTIMISATION, RUN = "data", "model and method", "optimisation", "run"
 FLAG_GROUPS = (DATA, MODEL, OPTIMISATION, RUN)
@@ -164,7 +97,6 @@ def setting(default: Any, check: Any = None, flag: Flag | None = None):
     return dataclasses.field(default=default, metadata=metadata)
 
 
-@_accepts_old_names
 @dataclass
 class WGANGPConfig:
     """Every setting of a run. Defaults are seed 002's; `for_dataset` applies DATASET_PRESETS."""
@@ -213,8 +145,7 @@ class WGANGPConfig:
     backend: str = setting("auto", ("auto",) + backends.BACKENDS, Flag(
         RUN, "penalty backend: auto (default), cuda, triton, cpu, reference"))
     penalty_impl: str = setting("fused", PENALTY_IMPLS, Flag(
-        RUN, "fused (default) or autograd: the same penalty in plain autograd, for comparison "
-             "('reference' is its old name)"))
+        RUN, "fused (default) or autograd: the same penalty in plain autograd, for comparison"))
     separate_backward: bool = setting(False, flag=Flag(
         RUN, "pen.backward(retain_graph=True); loss.backward() as in seed 000", switch="on"))
     precision: str = setting("fp32", PRECISIONS, Flag(
@@ -236,16 +167,12 @@ class WGANGPConfig:
     n_eval_samples: int = setting(2500, "int>=1", Flag(
         RUN, "samples for the metrics (default 2500)", ("--eval-samples",), "N"))
 
-    def __post_init__(self) -> None:
-        for name in RENAMED_VALUES:
-            setattr(self, name, current_value(name, getattr(self, name)))
-
     @classmethod
     def for_dataset(cls, dataset: str = "ring8", **overrides: Any) -> WGANGPConfig:
         """The seed defaults, then the dataset's preset, then `overrides` (None values ignored)."""
         settings: Dict[str, Any] = {"dataset": dataset}
         settings.update(DATASET_PRESETS.get(dataset, {}))
-        settings.update(current_settings({k: v for k, v in overrides.items() if v is not None}))
+        settings.update({k: v for k, v in overrides.items() if v is not None})
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(settings) - names)
         if unknown:
@@ -254,10 +181,10 @@ class WGANGPConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> WGANGPConfig:
-        """The config of to_dict's dict (config.json, a checkpoint's "config"), old names
-        included; keys this version does not know are left out."""
+        """The config of to_dict's dict (config.json, a checkpoint's "config"); keys this version
+        does not know are left out."""
         names = {f.name for f in dataclasses.fields(cls)}
-        kept = {k: v for k, v in current_settings(d).items() if k in names}
+        kept = {k: v for k, v in d.items() if k in names}
         if "categorical" in kept:
             kept["categorical"] = tuple(kept["categorical"] or ())
         return cls(**kept)
@@ -265,10 +192,6 @@ class WGANGPConfig:
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
         d["categorical"] = list(self.categorical)
-        # the old names too: an older wgangp_fast reading this config would otherwise drop the
-        # setting it does not know and silently take its default (lambda 10)
-        for old_name, new_name in RENAMED.items():
-            d[old_name] = d[new_name]
         return d
 
     def step_mode_conflict(self) -> str | None:
@@ -292,7 +215,6 @@ class WGANGPConfig:
             value = getattr(self, f.name)
             if isinstance(value, np.generic):
                 setattr(self, f.name, value.item())
-        self.__post_init__()  # an old value set since construction
 
         def choice(name, allowed):
             value = getattr(self, name)

@@ -1,7 +1,7 @@
 """Whole training steps (wgangp_fast.steps): every mode against a plain-autograd double-backward
 step, dropout masks and RNG per mode, labelled critics, learning-rate schedules, refusals, and
 the graph modes' bookkeeping (static buffers, one capture per input signature) in the CPU
-simulation. The CUDA capture itself runs in tests/test_steps_gpu.py on a GPU."""
+simulation. The CUDA capture itself runs in tests/steps/test_steps_gpu.py on a GPU."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from wgangp_fast.train.checkpoint import LOCK_NAME
 if sys.platform == "win32":
     pytest.skip("SIGKILL and fork-free process control are POSIX", allow_module_level=True)
 
-ROOT = str(pathlib.Path(__file__).resolve().parents[1])
+ROOT = str(pathlib.Path(__file__).resolve().parents[2])
 STEPS = 6
 SETTINGS = dict(steps=STEPS, batch_size=16, hidden_dim=8, latent_dim=4, n_critic=2, device="cpu",
                 n_eval_samples=200, checkpoint_every=1)

@@ -11,7 +11,7 @@ import wgangp_fast
 from wgangp_fast.ops import _dispatch
 from wgangp_fast.testing import autograd_gradient_norm_penalty
 
-from .cases import DEVICE, backend_params
+from ..cases import DEVICE, backend_params
 
 BACKEND = backend_params()
 PATHS = ["default", "twin", "dispatcher"]

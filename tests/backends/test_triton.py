@@ -1,4 +1,4 @@
-"""Triton-specific checks beyond the shared op matrix (tests/test_ops.py): the tile choices, the
+"""Triton-specific checks beyond the shared op matrix (tests/ops/test_ops.py): the tile choices, the
 multi-program and two-stage paths that the matrix's small batches do not reach, float64 host
 scalars, zero-norm groups, argument errors, and (without a GPU) that the kernels compile for
 sm_90 with IEEE-rounded division and square root and no atomics."""
@@ -15,7 +15,7 @@ pytest.importorskip("triton")
 from wgangp_fast.backends import reference as P  # noqa: E402
 from wgangp_fast.backends import triton as T  # noqa: E402
 
-from .cases import DEVICE, INTERPRETED  # noqa: E402
+from ..cases import DEVICE, INTERPRETED  # noqa: E402
 
 if DEVICE.type == "cuda":
     RUNS_KERNELS = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),

@@ -9,7 +9,7 @@ import torch
 import wgangp_fast
 from wgangp_fast.testing import autograd_gradient_norm_penalty, autograd_interpolate
 
-from .cases import (
+from ..cases import (
     DEVICE,
     PACS,
     PENALTY_PARAMS,

@@ -12,7 +12,7 @@ from torch.func import functional_call, grad, grad_and_value
 import wgangp_fast
 from wgangp_fast.train.models import MLPCritic, PacCritic
 
-from .cases import DEVICE, backend_params
+from ..cases import DEVICE, backend_params
 
 BACKEND = backend_params()
 

@@ -13,7 +13,7 @@ from wgangp_fast.ops import _dispatch
 from wgangp_fast.ops.interpolation import _InterpolateBackwardFn, _InterpolateFn
 from wgangp_fast.ops.penalty import _PenaltyBackwardFn, _PenaltyFn
 
-from .cases import FUSED_GRAD_FN, backend_params, batch, node_name
+from ..cases import FUSED_GRAD_FN, backend_params, batch, node_name
 
 BACKEND = backend_params()
 COMPILED = backend_params(["cpu", "cuda"])

@@ -9,8 +9,8 @@ from torch import nn
 from wgangp_fast.integrations import seeds
 from wgangp_fast.testing import per_sample_gradient_penalty
 
-from .cases import FUSED_GRAD_FN, node_name
-from .seed_code import Seed003Loss, seed002_compute_gradient_penalty, seed003_gradient_penalty
+from ..cases import FUSED_GRAD_FN, node_name
+from ..seed_code import Seed003Loss, seed002_compute_gradient_penalty, seed003_gradient_penalty
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

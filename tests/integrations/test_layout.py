@@ -19,7 +19,7 @@ from wgangp_fast.integrations import (
 )
 from wgangp_fast.testing import ctgan_gradient_penalty
 
-from .cases import FUSED_GRAD_FN, node_name
+from ..cases import FUSED_GRAD_FN, node_name
 
 F64 = {"rtol": 1e-12, "atol": 1e-13}
 

@@ -172,7 +172,7 @@ def test_reduce_plans_cover_every_element_once(tmp_path):
     """csrc/cuda/launch.cuh's make_reduce_plan, compiled by nvcc into a host program and run here:
     for GPU-sized resident block counts (the first H100 run never split a group: every grid was
     clamped to one block), each plan covers every element once, in aligned chunks, in one wave,
-    within its workspace (tests/cuda/plan_check.cu)."""
+    within its workspace (tests/backends/cuda/plan_check.cu)."""
     source = Path(__file__).parent / "cuda" / "plan_check.cu"
     exe = tmp_path / "plan_check"
     build = subprocess.run([str(_nvcc()), "-std=c++17", "-O1", "-o", str(exe), str(source)],

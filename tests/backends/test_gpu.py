@@ -19,7 +19,7 @@ import torch
 import wgangp_fast
 from wgangp_fast.testing import autograd_gradient_norm_penalty, autograd_interpolate
 
-from .cases import DTYPES, tol
+from ..cases import DTYPES, tol
 
 DRY_RUN = (os.environ.get("WGANGP_FAST_GPU_TESTS_DRY_RUN") == "1"
            and os.environ.get("TRITON_INTERPRET") == "1" and not torch.cuda.is_available())

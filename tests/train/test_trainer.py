@@ -565,7 +565,7 @@ _HOLDER = ("import sys, time\nfrom wgangp_fast.train import lock_output_folder\n
 
 
 def _subprocess_env():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", "")), root
 
 

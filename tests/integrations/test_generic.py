@@ -16,7 +16,7 @@ from wgangp_fast.integrations import (
 )
 from wgangp_fast.integrations.generic import get_handle
 
-from .cases import FUSED_GRAD_FN, node_name
+from ..cases import FUSED_GRAD_FN, node_name
 
 
 def _ctgan_formula(critic, real_data, fake_data, device, pac, lambda_, *, ignore_lambda=False):
