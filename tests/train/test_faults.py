@@ -197,7 +197,10 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_of_it(tmp_path, straight
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS="1")
-    argv = ["train", "--out", str(out), "--no-progress", "--threads", "1", "--steps", "400"]
+    # far more steps than the run can take before the signal (a quiet machine trains these tiny
+    # models at hundreds of steps per second), so the signal always meets the training loop
+    steps = 10 ** 6
+    argv = ["train", "--out", str(out), "--no-progress", "--threads", "1", "--steps", str(steps)]
     for k, flag in (("batch_size", "--batch"), ("hidden_dim", "--hidden-dim"),
                     ("latent_dim", "--latent-dim"), ("n_critic", "--n-critic"),
                     ("device", "--device"), ("n_eval_samples", "--eval-samples")):
@@ -212,7 +215,7 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_of_it(tmp_path, straight
     assert proc.returncode == 128 + signal.SIGTERM, err
     state = WGANGPTrainer.read_checkpoint(str(out / "checkpoint.pt"))
     step = state["step"]
-    assert 0 < step < 400
+    assert 0 < step < steps
     assert f"SIGTERM stopped the run after step {step}; checkpoint saved to" in err
     assert "continue with --resume" in err
     assert not (out / LOCK_NAME).exists() and _temporaries(out) == []

@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "../../csrc/cuda/launch.cuh"
+#include "../../../csrc/cuda/launch.cuh"
 
 using wgangp_fast::cuda::ReducePlan;
 namespace wc = wgangp_fast::cuda;
