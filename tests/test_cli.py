@@ -125,17 +125,20 @@ def test_bad_settings_and_files_are_clear_errors(tmp_path, argv, match, capsys):
 
 
 def test_non_finite_loss_exits_1(tmp_path, capsys, monkeypatch):
-    from wgangp_fast.train import WGANGPTrainer
+    from wgangp_fast import steps
 
-    real_step = WGANGPTrainer._critic_step
+    real_call = steps.TrainStep.__call__
+    calls = []
 
-    def poisoned(self, real):
-        out = real_step(self, real)
-        if self.step == 1:
-            out["loss_c"] = out["loss_c"] * float("nan")
-        return out
+    def poisoned(self, reals):
+        stats = real_call(self, reals)
+        calls.append(None)
+        if len(calls) == 2:  # the second iteration: step 2
+            stats = stats._replace(critic=stats.critic._replace(
+                loss=stats.critic.loss * float("nan")))
+        return stats
 
-    monkeypatch.setattr(WGANGPTrainer, "_critic_step", poisoned)
+    monkeypatch.setattr(steps.TrainStep, "__call__", poisoned)
     out = tmp_path / "nan"
     assert _train(out, "--checkpoint-every", "1") == 1
     err = capsys.readouterr().err

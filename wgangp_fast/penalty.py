@@ -11,11 +11,29 @@ import torch
 from torch import Tensor
 
 from . import _validate as V
+from . import testing
 from .ops import gradient_norm_penalty, interpolate
 
+# How the penalty's two ops are computed: "fused" (wgangp_fast's ops) or "autograd" (the same
+# formulas in plain PyTorch ops, differentiated by autograd: the comparison path, from
+# wgangp_fast.testing).
+PENALTY_IMPLS = ("fused", "autograd")
 
-def _first(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
+
+def critic_scores(out, name: str = "critic") -> Tensor:
+    """The scores in what a critic returned: the output itself, or the first element of a tuple
+    or list. Anything else is refused by name: a score must be a floating-point tensor, which the
+    loss averages and the penalty differentiates."""
+    scores = out[0] if isinstance(out, (tuple, list)) and len(out) > 0 else out
+    if not isinstance(scores, Tensor):
+        got = type(scores).__name__ if scores is out else \
+            f"a {type(out).__name__} whose first element is a {type(scores).__name__}"
+        raise TypeError(f"{name} must return a Tensor of scores (or a tuple or list whose first "
+                        f"element is one), got {got}")
+    if not scores.is_floating_point():
+        raise TypeError(f"{name} must return floating-point scores, got a {scores.dtype} tensor "
+                        f"(the loss averages the scores and the penalty differentiates them)")
+    return scores
 
 
 def input_gradients(critic, x: Tensor, *inputs, scaler=None):
@@ -34,10 +52,7 @@ def input_gradients(critic, x: Tensor, *inputs, scaler=None):
             "torch.enable_grad()")
     if not x.requires_grad:
         x.requires_grad_(True)
-    out = _first(critic(x, *inputs))
-    if not isinstance(out, Tensor):
-        raise TypeError(f"critic must return a Tensor (or a tuple whose first element is one), "
-                        f"got {type(out).__name__}")
+    out = critic_scores(critic(x, *inputs))
     if not out.requires_grad:
         raise RuntimeError(_unconnected("its output does not require grad"))
     if scaler is not None and scaler.is_enabled():
@@ -81,15 +96,24 @@ def kind_settings(kind: str, lambda_gp: float, target: Optional[float] = None,
     return target, one_sided, lambda_gp / 2 if zero_centred else lambda_gp
 
 
+def _autograd_interpolate(real, fake, alpha, *, pac, generator, backend):
+    """interpolate's contract in plain PyTorch ops, drawing alpha as interpolate does."""
+    if alpha is None:
+        alpha = torch.rand(real.shape[0] // pac, device=real.device, generator=generator,
+                           dtype=torch.get_default_dtype())
+    return testing.autograd_interpolate(real, fake, alpha, pac)
+
+
 def penalty_points(kind: str, real: Optional[Tensor], fake: Optional[Tensor], *,
                    pac: int = 1, alpha: Optional[Tensor] = None,
                    generator: Optional[torch.Generator] = None, dragan_c: float = 0.5,
-                   backend: str = "auto") -> Tensor:
+                   backend: str = "auto", impl: str = "fused") -> Tensor:
     """Where each kind of penalty evaluates the critic's gradient.
 
     wgan-gp / wgan-lp: interpolates of real and fake (one alpha per group of `pac` samples);
     r1: the real samples; r2: the fake samples; dragan: interpolates between the real samples and a
     perturbation real + dragan_c * std(real) * U[0, 1) (Kodali et al.), drawn before alpha.
+    `impl` "autograd" interpolates in plain PyTorch ops (the same draws, the same values).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
@@ -104,9 +128,26 @@ def penalty_points(kind: str, real: Optional[Tensor], fake: Optional[Tensor], *,
     if kind == "dragan":
         dragan_c = V.finite("dragan_c", dragan_c, minimum=0.0)
         noise = torch.rand(real.shape, device=real.device, dtype=real.dtype, generator=generator)
-        perturbed = real + dragan_c * real.std() * noise
-        return interpolate(perturbed, real, alpha, pac=pac, generator=generator, backend=backend)
-    return interpolate(real, fake, alpha, pac=pac, generator=generator, backend=backend)
+        real, fake = real + dragan_c * real.std() * noise, real
+    mix = interpolate if impl == "fused" else _autograd_interpolate
+    return mix(real, fake, alpha, pac=pac, generator=generator, backend=backend)
+
+
+def norm_penalty(grads: Tensor, *, pac: int = 1, target: float = 1.0, one_sided: bool = False,
+                 input_scale: float = 1.0, scale: float = 1.0, backend: str = "auto",
+                 impl: str = "fused") -> Tuple[Tensor, Tensor]:
+    """(gradient_norm_penalty of grads, the per-group norms), by the fused op or, with impl
+    "autograd", by the op contract's plain-PyTorch formulas (the norms then detached)."""
+    if impl == "fused":
+        return gradient_norm_penalty(grads, pac=pac, target=target, one_sided=one_sided,
+                                     input_scale=input_scale, scale=scale, backend=backend,
+                                     return_norms=True)
+    pen = testing.autograd_gradient_norm_penalty(grads, pac, target=target, one_sided=one_sided,
+                                                 input_scale=input_scale, scale=scale)
+    with torch.no_grad():
+        norms = torch.linalg.vector_norm(grads.reshape(grads.shape[0] // pac, -1) * input_scale,
+                                         dim=1)
+    return pen, norms
 
 
 def gradient_penalty(critic, real: Optional[Tensor], fake: Optional[Tensor], *inputs,
@@ -211,8 +252,8 @@ class WassersteinGPLoss:
 
     def critic_loss(self, critic, real: Tensor, fake: Tensor, device=None, *inputs):
         """-(E[D(real)] - E[D(fake)]) + GP, and a dict of wasserstein, gp, d_real, d_fake floats."""
-        d_real = _first(critic(real, *inputs)).mean()
-        d_fake = _first(critic(fake, *inputs)).mean()
+        d_real = critic_scores(critic(real, *inputs)).mean()
+        d_fake = critic_scores(critic(fake, *inputs)).mean()
         wasserstein = d_real - d_fake
         gp = gradient_penalty(critic, real, fake, *inputs, lambda_gp=self.lambda_gp, pac=self.pac,
                               backend=self.backend, detach_inputs=False)

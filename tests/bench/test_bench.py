@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from wgangp_fast import bench
-from wgangp_fast import steps as steps_mod
 from wgangp_fast.testing import autograd_gradient_norm_penalty
 
 EXPECTED_HEADER = ("device,date,kind,name,backend,dtype,size_bytes,median_ms,p20_ms,p80_ms,"
@@ -41,10 +40,9 @@ def results(tmp_path_factory, _keep_threads):
     out = tmp_path_factory.mktemp("bench")
     assert bench.main(TINY + ["--suite", "ops", "--out", str(out)]) == 0
     # the compiled step mode through aot_eager: the plumbing is tested, not inductor (seconds)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(steps_mod, "DEFAULT_COMPILE_OPTIONS", {"backend": "aot_eager"})
-        assert bench.main(TINY + ["--suite", "steps", "--critics", "ctgan", "mlp28",
-                                  "--clock", "cpu", "--iterations", "--out", str(out)]) == 0
+    assert bench.main(TINY + ["--suite", "steps", "--critics", "ctgan", "mlp28", "--clock", "cpu",
+                              "--iterations", "--compile-backend", "aot_eager",
+                              "--out", str(out)]) == 0
     (csv_path,) = out.glob("*.csv")
     return out, csv_path
 

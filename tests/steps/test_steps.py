@@ -27,9 +27,10 @@ FAST = {"backend": "aot_eager"}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def simulate_graphs(monkeypatch):
-    monkeypatch.setattr(steps, "_SIMULATE_GRAPHS", True)
+def _sim(mode):
+    """The graph modes' bookkeeping simulated on the CPU (simulate_graphs), the others as they
+    are."""
+    return mode in steps.GRAPH_MODES
 
 
 @pytest.fixture
@@ -100,12 +101,10 @@ def _max_rel(a_params, b_params, start):
 
 @pytest.mark.parametrize("mode", ["eager", "compile", "graph", "compile+graph"])
 @pytest.mark.parametrize("case", range(4), ids=["mlp", "conv", "pac", "labelled"])
-def test_one_step_equals_plain_autograd_float64(case, mode, request):
+def test_one_step_equals_plain_autograd_float64(case, mode):
     """SGD with momentum: the update is linear in the gradients, so the comparison sees the
     step's gradients alone. (A compiled or captured Adam keeps its step counter in a float32
     tensor, whose bias corrections differ from eager's double ones by ~1e-7 relative.)"""
-    if mode in steps.GRAPH_MODES:
-        request.getfixturevalue("simulate_graphs")
     name, critic, shape, pac, inputs = _critics()[case]
     critic = critic.double()
     real = torch.randn(8, *shape, dtype=torch.float64)
@@ -113,7 +112,8 @@ def test_one_step_equals_plain_autograd_float64(case, mode, request):
     start = [p.detach().clone() for p in critic.parameters()]
     ours, theirs = copy.deepcopy(critic), copy.deepcopy(critic)
     opt = torch.optim.SGD(ours.parameters(), lr=1e-2, momentum=0.9)
-    step = CriticStep(ours, opt, pac=pac, mode=mode, warmup=0, compile_options=FAST)
+    step = CriticStep(ours, opt, pac=pac, mode=mode, warmup=0, compile_options=FAST,
+                      simulate_graphs=_sim(mode))
     torch.manual_seed(7)
     stats = step(real, fake, *inputs)
     alpha = _alpha_drawn_by(step, 7, 8 // pac)
@@ -161,13 +161,11 @@ def test_compiled_float32_step_with_inductor_within_1e5(case, eager_rng):
 
 
 @pytest.mark.parametrize("mode", ["compile", "graph", "compile+graph"])
-def test_dropout_critic_equals_eager_with_eager_rng(mode, eager_rng, request):
+def test_dropout_critic_equals_eager_with_eager_rng(mode, eager_rng):
     """CTGAN's critic with dropout in training mode: with inductor's RNG replaced by eager's
     (and in the graph modes' simulation) every mode draws the same masks in the same order as
     eager autograd, so the forward on the interpolates and its input gradient share one mask,
     and six steps (gp_every 2) give the same parameters."""
-    if mode in steps.GRAPH_MODES:
-        request.getfixturevalue("simulate_graphs")
     torch.manual_seed(1)
     critic = PacCritic(5, pac=2, hidden=(7, 6), dropout=0.5)
     real, fake = torch.randn(8, 5), torch.randn(8, 5)
@@ -176,7 +174,8 @@ def test_dropout_critic_equals_eager_with_eager_rng(mode, eager_rng, request):
         c = copy.deepcopy(critic)
         step = CriticStep(c, torch.optim.Adam(c.parameters(), lr=1e-2, betas=(0.0, 0.9)), pac=2,
                           mode=m, gp_every=2, warmup=1, return_norms=True,
-                          compile_options={} if mode == "compile" else FAST)
+                          compile_options={} if mode == "compile" else FAST,
+                          simulate_graphs=_sim(m))
         torch.manual_seed(5)
         out[m] = ([step(real, fake) for _ in range(6)], c)
     for a, b in zip(out["eager"][0], out[mode][0]):
@@ -201,16 +200,15 @@ class SquareCritic(nn.Module):
 
 
 @pytest.mark.parametrize("mode", ["eager", "compile", "graph"])
-def test_each_call_draws_fresh_uniform_alphas(mode, request):
+def test_each_call_draws_fresh_uniform_alphas(mode):
     """Alphas recovered from the norms over 40 steps: fresh at every call (no two calls alike)
     and uniform on [0, 1) (Kolmogorov-Smirnov)."""
     from scipy import stats as scipy_stats
 
-    if mode in steps.GRAPH_MODES:
-        request.getfixturevalue("simulate_graphs")
     critic = SquareCritic()
     step = CriticStep(critic, torch.optim.SGD(critic.parameters(), lr=0.0), mode=mode,
-                      return_norms=True, warmup=1, compile_options={})
+                      return_norms=True, warmup=1, compile_options={},
+                      simulate_graphs=_sim(mode))
     real = torch.zeros(32, 3)
     fake = torch.ones(32, 3) / math.sqrt(3)
     draws = [1 - step(real, fake).norms for _ in range(40)]
@@ -313,20 +311,19 @@ def _gan(seed=0):
 
 
 @pytest.mark.parametrize("mode", ["compile", "graph", "compile+graph"])
-def test_train_step_equals_eager(mode, eager_rng, request):
+def test_train_step_equals_eager(mode, eager_rng):
     """n_critic critic steps and a generator step (BatchNorm in the generator) per call: the
     same losses and weights as the eager iteration, over three iterations with gp_every 2."""
-    if mode in steps.GRAPH_MODES:
-        request.getfixturevalue("simulate_graphs")
     gen, critic = _gan()
     reals = torch.randn(3, 8, 5)
     out = {}
     for m in ("eager", mode):
         g, c = copy.deepcopy(gen), copy.deepcopy(critic)
+        adam = dict(lr=1e-2, betas=(0.0, 0.9))
         train = TrainStep(
-            CriticStep(c, torch.optim.Adam(c.parameters(), lr=1e-2, betas=(0.0, 0.9)), mode=m,
-                       gp_every=2, warmup=1, compile_options=FAST),
-            GeneratorStep(g, c, torch.optim.Adam(g.parameters(), lr=1e-2, betas=(0.0, 0.9)),
+            CriticStep(c, torch.optim.Adam(c.parameters(), **adam), mode=m,
+                       gp_every=2, warmup=1, compile_options=FAST, simulate_graphs=_sim(m)),
+            GeneratorStep(g, c, torch.optim.Adam(g.parameters(), **adam),
                           compile_options=FAST),
             latent_dim=3, n_critic=3)
         torch.manual_seed(12)
@@ -356,11 +353,11 @@ def test_generator_step_leaves_the_critic_alone():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_graph_mode_warms_up_then_captures_once_per_signature(simulate_graphs):
+def test_graph_mode_warms_up_then_captures_once_per_signature():
     torch.manual_seed(3)
     critic = MLPCritic((4,), hidden_dim=3)
     opt = torch.optim.Adam(critic.parameters(), lr=1e-2, betas=(0.0, 0.9))
-    step = CriticStep(critic, opt, mode="graph", warmup=2, max_graphs=2)
+    step = CriticStep(critic, opt, mode="graph", warmup=2, max_graphs=2, simulate_graphs=True)
     grads = None
     for _ in range(5):
         step(torch.randn(6, 4), torch.randn(6, 4))
@@ -379,11 +376,11 @@ def test_graph_mode_warms_up_then_captures_once_per_signature(simulate_graphs):
             step(torch.randn(2, 4), torch.randn(2, 4))
 
 
-def test_graph_mode_lr_schedule_needs_no_recapture_other_changes_do(simulate_graphs):
+def test_graph_mode_lr_schedule_needs_no_recapture_other_changes_do():
     torch.manual_seed(3)
     critic = MLPCritic((4,), hidden_dim=3)
     opt = torch.optim.Adam(critic.parameters(), lr=1e-2, betas=(0.0, 0.9))
-    step = CriticStep(critic, opt, mode="graph", warmup=0)
+    step = CriticStep(critic, opt, mode="graph", warmup=0, simulate_graphs=True)
     real, fake = torch.randn(6, 4), torch.randn(6, 4)
     for k in range(4):
         opt.param_groups[0]["lr"] = 1e-2 / (k + 1)
@@ -422,17 +419,19 @@ class BranchingCritic(nn.Module):
 
 
 def _step(critic, mode, **kw):
+    """A step with graphs simulated on the CPU unless the caller says otherwise."""
+    kw.setdefault("simulate_graphs", True)
     return CriticStep(critic, torch.optim.Adam(critic.parameters(), lr=1e-3,
                                                betas=(0.0, 0.9)), mode=mode, **kw)
 
 
 @pytest.mark.parametrize("mode", ["compile", "graph", "compile+graph"])
-def test_batchnorm_critic_is_refused_outside_eager(mode, simulate_graphs):
+def test_batchnorm_critic_is_refused_outside_eager(mode):
     with pytest.raises(ValueError, match=r"net\.1 \(BatchNorm1d\).*mode='eager'"):
         _step(BatchNormCritic(), mode)(torch.randn(6, 4), torch.randn(6, 4))
 
 
-def test_auto_falls_back_to_eager_with_one_warning(simulate_graphs):
+def test_auto_falls_back_to_eager_with_one_warning():
     step = _step(BatchNormCritic(), "auto")
     with pytest.warns(RuntimeWarning, match="runs eager.*BatchNorm1d"):
         step(torch.randn(6, 4), torch.randn(6, 4))
@@ -442,13 +441,11 @@ def test_auto_falls_back_to_eager_with_one_warning(simulate_graphs):
     assert step.mode == "eager"
 
 
-def test_auto_runs_eager_on_the_cpu_and_graphs_where_they_can_run(simulate_graphs):
+def test_auto_runs_eager_on_the_cpu_and_graphs_where_they_can_run():
     """auto: eager on CPU tensors (the compiled steps measured slower there); "graph" where
     graphs can run (here the simulation stands in for CUDA)."""
-    steps._SIMULATE_GRAPHS = False
-    cpu = _step(MLPCritic((4,), hidden_dim=3), "auto")
+    cpu = _step(MLPCritic((4,), hidden_dim=3), "auto", simulate_graphs=False)
     cpu(torch.randn(6, 4), torch.randn(6, 4))
-    steps._SIMULATE_GRAPHS = True
     graphed = _step(MLPCritic((4,), hidden_dim=3), "auto")
     graphed(torch.randn(6, 4), torch.randn(6, 4))
     assert (cpu.mode, graphed.mode) == ("eager", "graph")
@@ -457,15 +454,17 @@ def test_auto_runs_eager_on_the_cpu_and_graphs_where_they_can_run(simulate_graph
 @pytest.mark.parametrize("mode", ["graph", "compile+graph"])
 def test_graph_modes_refuse_cpu_tensors(mode):
     with pytest.raises(ValueError, match="CUDA graphs need CUDA tensors.*'compile'"):
-        _step(MLPCritic((4,), 3), mode)(torch.randn(6, 4), torch.randn(6, 4))
+        _step(MLPCritic((4,), 3), mode, simulate_graphs=False)(torch.randn(6, 4),
+                                                              torch.randn(6, 4))
 
 
-def test_graph_mode_refuses_a_scaler_and_an_uncapturable_optimizer(simulate_graphs):
+def test_graph_mode_refuses_a_scaler_and_an_uncapturable_optimizer():
     critic = MLPCritic((4,), 3)
     scaler = torch.amp.GradScaler("cpu")
     with pytest.raises(ValueError, match="GradScaler"):
         _step(critic, "graph", scaler=scaler)(torch.randn(6, 4), torch.randn(6, 4))
-    lbfgs = CriticStep(critic, torch.optim.LBFGS(critic.parameters()), mode="graph")
+    lbfgs = CriticStep(critic, torch.optim.LBFGS(critic.parameters()), mode="graph",
+                       simulate_graphs=True)
     with pytest.raises(ValueError, match="LBFGS.*capturable"):
         lbfgs(torch.randn(6, 4), torch.randn(6, 4))
 

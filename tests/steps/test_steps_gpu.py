@@ -31,11 +31,8 @@ GRAPHS = ["graph", "compile+graph"]
 real_capture_only = pytest.mark.skipif(DRY_RUN, reason="the CPU simulation captures nothing")
 
 
-@pytest.fixture(autouse=True)
-def _dry_run(monkeypatch):
-    if DRY_RUN:
-        monkeypatch.setattr(steps, "_SIMULATE_GRAPHS", True)
-        monkeypatch.setattr(steps, "DEFAULT_COMPILE_OPTIONS", {"backend": "aot_eager"})
+# every step of the dry run: graphs simulated, torch.compile through aot_eager
+DRY = {"simulate_graphs": True, "compile_options": {"backend": "aot_eager"}} if DRY_RUN else {}
 
 
 def _sync():
@@ -57,7 +54,7 @@ def _adam(module, lr=1e-3):
 def _run(mode, critic, real, fake, calls, kind="wgan-gp", schedule=None, **kw):
     c = copy.deepcopy(critic)
     opt = _adam(c)
-    step = CriticStep(c, opt, mode=mode, kind=kind, pac=kw.pop("pac", 1), **kw)
+    step = CriticStep(c, opt, mode=mode, kind=kind, pac=kw.pop("pac", 1), **kw, **DRY)
     out = []
     for k in range(calls):
         if schedule is not None:
@@ -101,7 +98,7 @@ def test_replays_draw_fresh_uniform_alphas(mode):
 
     critic = Square().to(DEVICE)
     step = CriticStep(critic, torch.optim.SGD(critic.parameters(), lr=0.0), mode=mode,
-                      return_norms=True)
+                      return_norms=True, **DRY)
     real = torch.zeros(64, 3, device=DEVICE)
     fake = torch.ones(64, 3, device=DEVICE) / math.sqrt(3)
     draws = [1 - step(real, fake).norms for _ in range(44)][4:]
@@ -140,7 +137,7 @@ def test_labelled_critic_and_new_shapes_capture_once_each():
 
     torch.manual_seed(0)
     critic = Labelled().to(DEVICE)
-    step = CriticStep(critic, _adam(critic), mode="graph", warmup=1, max_graphs=2)
+    step = CriticStep(critic, _adam(critic), mode="graph", warmup=1, max_graphs=2, **DRY)
     for n in (8, 8, 8, 16, 16, 16):
         labels = torch.randint(0, 3, (n,), device=DEVICE)
         stats = step(torch.randn(n, 6, device=DEVICE), torch.randn(n, 6, device=DEVICE), labels)
@@ -171,8 +168,8 @@ def test_train_step_is_one_graph_per_iteration(mode):
     gen = MLPGenerator(4, 8, (6,), output_activation=None).to(DEVICE)
     critic = _critic()
     before = [p.detach().clone() for p in (*gen.parameters(), *critic.parameters())]
-    train = TrainStep(CriticStep(critic, _adam(critic), mode=mode, gp_every=2),
-                      GeneratorStep(gen, critic, _adam(gen), mode=mode),
+    train = TrainStep(CriticStep(critic, _adam(critic), mode=mode, gp_every=2, **DRY),
+                      GeneratorStep(gen, critic, _adam(gen), mode=mode, **DRY),
                       latent_dim=4, n_critic=5)
     reals = torch.randn(5, 16, 6, device=DEVICE)
     out = [train(reals) for _ in range(10)]
@@ -202,12 +199,12 @@ def test_a_step_that_synchronises_is_refused_or_falls_back():
     real = torch.randn(8, 6, device=DEVICE)
     fake = torch.randn(8, 6, device=DEVICE)
     critic = Syncing().to(DEVICE)
-    strict = CriticStep(critic, _adam(critic), mode="graph", warmup=1)
+    strict = CriticStep(critic, _adam(critic), mode="graph", warmup=1, **DRY)
     strict(real, fake)
     with pytest.raises(RuntimeError, match="could not be captured in a CUDA graph"):
         strict(real, fake)
     critic = Syncing().to(DEVICE)
-    lenient = CriticStep(critic, _adam(critic), mode="auto", warmup=1)
+    lenient = CriticStep(critic, _adam(critic), mode="auto", warmup=1, **DRY)
     lenient(real, fake)
     with pytest.warns(RuntimeWarning, match="runs eager: the step could not be captured"):
         stats = lenient(real, fake)
@@ -219,10 +216,10 @@ def test_a_step_that_synchronises_is_refused_or_falls_back():
 
 def test_auto_takes_graph_on_cuda():
     critic = _critic()
-    step = CriticStep(critic, _adam(critic))
+    step = CriticStep(critic, _adam(critic), **DRY)
     step(torch.randn(8, 6, device=DEVICE), torch.randn(8, 6, device=DEVICE))
     assert step.mode == "graph"
-    assert steps.choose_mode("auto", DEVICE, critic)[0] == "graph"
+    assert steps.choose_mode("auto", DEVICE, critic, simulate_graphs=DRY_RUN)[0] == "graph"
 
 
 def test_trainer_runs_graph_mode_on_cuda(tmp_path):
@@ -231,7 +228,7 @@ def test_trainer_runs_graph_mode_on_cuda(tmp_path):
     cfg = WGANGPConfig.for_dataset("ring8", steps=12, batch_size=32, hidden_dim=8, latent_dim=2,
                                    n_critic=2, device=DEVICE.type, n_eval_samples=200,
                                    step_mode="graph", out_dir=str(tmp_path))
-    t = WGANGPTrainer(cfg)
+    t = WGANGPTrainer(cfg, step_options=DRY)
     t.train()
     assert t.step_mode == "graph" and t.train_iteration.captures >= 1
     assert all(map(math.isfinite, t.history["wasserstein"]))

@@ -111,22 +111,26 @@ def test_gp_every_k_weights_the_penalty_by_k_on_every_kth_critic_step():
     grads = []
     for t in (lazy, dense, none):
         t.optimizer_c.zero_grad(set_to_none=True)
-        t._critic_backward(real, fake, alpha=alpha)
+        t.critic_step.loss(real, fake, alpha=alpha).backward()
         grads.append(_grads(t.critic))
-    # critic step 0 is a regularised step: -w + 4 * pen(lambda) == -w + pen(4 lambda)
+    # a regularised step: -w + 4 * pen(lambda) == -w + pen(4 lambda)
     torch.testing.assert_close(grads[0], grads[1])
     assert not torch.allclose(grads[0], grads[2])
-    calls = []
-    original = lazy._penalty
+    step, steps_run, calls = lazy.critic_step, [], []
+    run, penalty = step.run, step._penalty
 
-    def counting(*args, **kw):
-        calls.append(lazy.critic_iters)
-        return original(*args, **kw)
+    def counting_run(*args, **kw):
+        steps_run.append(None)
+        return run(*args, **kw)
 
-    lazy._penalty = counting
+    def counting_penalty(*args, **kw):
+        calls.append(len(steps_run) - 1)
+        return penalty(*args, **kw)
+
+    step.run, step._penalty = counting_run, counting_penalty
     lazy.train(2)
     lazy.train(5)
-    assert lazy.critic_iters == 10
+    assert lazy.critic_iters == 10 == len(steps_run)
     assert calls == [0, 4, 8]
     # the recorded gp is the penalty in its usual units (not times k), from the last reg step
     assert all(v > 0 for v in lazy.history["gp"])
@@ -164,9 +168,9 @@ def test_r1_r2_dragan_train_and_match_the_plain_autograd_penalty(method):
             p.mul_(30.0)
     real, fake, _ = _real_fake(t)
     for impl in ("fused", "autograd"):
-        t.config.penalty_impl = impl
+        t.critic_step.penalty_impl = impl
         torch.manual_seed(11)
-        got = t._penalty(real, fake)
+        got = t.critic_step.penalty(real, fake)
         torch.manual_seed(11)
         if method == "r1":
             want = r1_penalty(t.critic, real, gamma=lam)
@@ -179,8 +183,8 @@ def test_r1_r2_dragan_train_and_match_the_plain_autograd_penalty(method):
     if method != "r1":
         # r2 / dragan look at other points than r1: the values differ
         torch.manual_seed(11)
-        assert not torch.allclose(t._penalty(real, fake), r1_penalty(t.critic, real,
-                                                                               gamma=lam))
+        assert not torch.allclose(t.critic_step.penalty(real, fake),
+                                  r1_penalty(t.critic, real, gamma=lam))
 
 
 def test_fp16_lazy_resume_ends_with_the_same_weights(tmp_path):

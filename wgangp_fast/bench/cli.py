@@ -79,6 +79,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="wall: elapsed time (default); cpu: CPU time of the one compute thread "
                         "(CPU device, implies --threads 1), for a machine shared with other "
                         "work, where elapsed times measure the other work too")
+    p.add_argument("--compile-backend", default="inductor", metavar="NAME",
+                   help="torch.compile backend of the compiled step modes (default inductor; "
+                        "aot_eager traces without code generation, to test the plumbing)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
     p.add_argument("--render", metavar="CSV", type=Path,
                    help="measure nothing: rewrite the markdown and chart of an existing results "
@@ -152,7 +155,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         iterations = gpu if args.iterations is None else args.iterations
         rows += run_steps(device, args.critics, dtypes,
                           _budget(device, "steps", args.quick, args.repeats, args.clock), meta,
-                          log, paired, modes=args.modes, iterations=iterations)
+                          log, paired, modes=args.modes, iterations=iterations,
+                          compile_options={"backend": args.compile_backend})
         if paired:
             notes += ["", PAIRED_TITLE + ": the speed-up over `reference` from the per-round "
                       "ratios (both timed in the same round), median and a distribution-free "

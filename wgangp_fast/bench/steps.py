@@ -161,11 +161,12 @@ def _setup_calls(mode: str) -> int:
 
 
 def mode_case(spec: CriticSpec, mode: str, critic: torch.nn.Module, real: torch.Tensor,
-              fake: torch.Tensor, autocast_dtype: torch.dtype | None
+              fake: torch.Tensor, autocast_dtype: torch.dtype | None,
+              compile_options: Optional[dict] = None
               ) -> Tuple[Callable[[int], object], Optional[float]]:
     """(fn(k): one CriticStep call in `mode`, the seconds its setup took; None for eager)."""
     step = CriticStep(critic, _adam(critic), lambda_gp=LAMBDA_GP, pac=spec.pac, mode=mode,
-                      autocast=autocast_dtype, warmup=WARMUP)
+                      autocast=autocast_dtype, warmup=WARMUP, compile_options=compile_options)
 
     def fn(k):
         return step(real, fake)
@@ -176,7 +177,7 @@ def mode_case(spec: CriticSpec, mode: str, critic: torch.nn.Module, real: torch.
 
 def iteration_case(spec: CriticSpec, variant: str, critic: torch.nn.Module,
                    generator: torch.nn.Module, reals: List[torch.Tensor],
-                   autocast_dtype: torch.dtype | None
+                   autocast_dtype: torch.dtype | None, compile_options: Optional[dict] = None
                    ) -> Tuple[Callable[[int], object], Optional[float]]:
     """(fn(k): one training iteration of the `variant`, its setup seconds or None)."""
     device = reals[0].device
@@ -184,9 +185,9 @@ def iteration_case(spec: CriticSpec, variant: str, critic: torch.nn.Module,
     if variant in STEP_MODES:
         train = TrainStep(
             CriticStep(critic, _adam(critic), lambda_gp=LAMBDA_GP, pac=spec.pac, mode=variant,
-                       autocast=autocast_dtype, warmup=WARMUP),
+                       autocast=autocast_dtype, warmup=WARMUP, compile_options=compile_options),
             GeneratorStep(generator, critic, opt_g, mode=variant, autocast=autocast_dtype,
-                          warmup=WARMUP),
+                          warmup=WARMUP, compile_options=compile_options),
             latent_dim=spec.latent_dim, n_critic=len(reals))
 
         def fn(k):
@@ -215,10 +216,11 @@ def iteration_case(spec: CriticSpec, variant: str, critic: torch.nn.Module,
 def run_steps(device: torch.device, critics: Sequence[str], dtypes: Sequence[str],
               budget: Budget, meta: Meta, log: Callable[[str], None] = print,
               paired: List[str] | None = None, modes: Sequence[str] = STEP_MODES,
-              iterations: bool = False) -> List[Dict[str, str]]:
+              iterations: bool = False, compile_options: Optional[dict] = None
+              ) -> List[Dict[str, str]]:
     """Step rows (and iteration rows with `iterations`); with a `paired` list, also a line per
     comparison with the paired ratio of `reference` over each variant and its confidence
-    interval (paired_ratio)."""
+    interval (paired_ratio). `compile_options` go to torch.compile in the compiled modes."""
     specs = critic_specs()
     variants = step_variants(device, modes)
     rows = []
@@ -236,7 +238,8 @@ def run_steps(device: torch.device, critics: Sequence[str], dtypes: Sequence[str
             for v in variants:
                 critic = copy.deepcopy(base)
                 if v in STEP_MODES:
-                    cases[v], setups[v] = mode_case(spec, v, critic, real, fake, autocast_dtype)
+                    cases[v], setups[v] = mode_case(spec, v, critic, real, fake, autocast_dtype,
+                                                    compile_options)
                 else:
                     cases[v], setups[v] = step_case(spec, v, critic, real, fake,
                                                     autocast_dtype), None
@@ -253,7 +256,7 @@ def run_steps(device: torch.device, critics: Sequence[str], dtypes: Sequence[str
             for v in variants:
                 cases[v], setups[v] = iteration_case(spec, v, copy.deepcopy(base),
                                                      copy.deepcopy(gen_base), reals,
-                                                     autocast_dtype)
+                                                     autocast_dtype, compile_options)
             rows += _measure_rows(cases, setups, device, budget, meta,
                                   critic_name + ITERATION_SUFFIX, label, spec.batch, nbytes, log,
                                   paired)

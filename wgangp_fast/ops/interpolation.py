@@ -147,7 +147,10 @@ def interpolate(real: Tensor, fake: Tensor, alpha: Optional[Tensor] = None, *, p
     m = V.pac(pac, real.shape[0])
     pac = int(pac)
     if alpha is None:
-        alpha = torch.rand(m, device=real.device, generator=generator)
+        # the default dtype spelled out: inductor's lowering of a dtype-less torch.rand draws
+        # float32 under a float64 default (cf. pytorch/pytorch#184405), which the kernels refuse
+        alpha = torch.rand(m, device=real.device, generator=generator,
+                           dtype=torch.get_default_dtype())
     else:
         alpha = V.group_vector("alpha", alpha, m, real)
     name = backends.resolve(backend, real.device)

@@ -6,11 +6,10 @@
 
 - config.py      WGANGPConfig, DATASET_PRESETS, the checks of a configuration, what a resume may
                  change, and the command-line flag of each setting
-- loss.py        the critic and generator losses: the penalty of each method (fused, or in plain
-                 autograd for comparison), lazy regularisation, AMP scaling
 - checkpoint.py  atomic checkpoint writes and their checks, the output folder's lock, RNG states
 - outputs.py     samples, pictures, metrics.json, history.csv, config.json
-- trainer.py     WGANGPTrainer: build, step (the eager loop or a wgangp_fast.steps.TrainStep), loop
+- trainer.py     WGANGPTrainer: build the data, models and optimisers, one
+                 wgangp_fast.steps.TrainStep for the iterations (the losses live there), the loop
 - models.py, data.py, metrics.py, distributed.py   the networks, datasets, sample-quality
                  metrics and data parallelism under torchrun
 """

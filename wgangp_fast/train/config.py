@@ -16,6 +16,7 @@ from typing import Any, Dict, Tuple
 import numpy as np
 
 from .. import backends
+from .. import penalty as penalty_mod
 from .. import steps as steps_mod
 from . import data as data_mod
 
@@ -25,11 +26,11 @@ METHODS = ("gp", "lp", "clip", "sn", "r1", "r2", "dragan")
 # method -> wgangp_fast.gradient_penalty(kind=...)
 PENALTY_KINDS = {"gp": "wgan-gp", "lp": "wgan-lp", "r1": "r1", "r2": "r2", "dragan": "dragan"}
 PRECISIONS = ("fp32", "bf16", "fp16")
-# how a training iteration runs (wgangp_fast.steps): "eager" is the trainer's own loop
+# how a training iteration runs (wgangp_fast.steps.TrainStep's modes)
 STEP_MODES = steps_mod.MODES
 MODELS = ("auto", "mlp", "conv", "pac")
-# "autograd": the same penalty in plain autograd, for comparison (loss.autograd_penalty)
-PENALTY_IMPLS = ("fused", "autograd")
+# "autograd": the same penalty in plain autograd, for comparison (CriticStep's penalty_impl)
+PENALTY_IMPLS = penalty_mod.PENALTY_IMPLS
 LR_DECAYS = ("none", "linear")
 # what each generator step records: the history, history.csv and the checkpoint hold these
 HISTORY_KEYS = ("loss_c", "loss_g", "gp", "wasserstein")
@@ -151,10 +152,10 @@ class WGANGPConfig:
     precision: str = setting("fp32", PRECISIONS, Flag(
         RUN, "fp32 (default), bf16 (autocast) or fp16 (autocast and GradScaler)"))
     step_mode: str = setting("eager", STEP_MODES, Flag(
-        RUN, "how each iteration runs: eager (default: the drop-in penalty in the eager loop), "
-             "compile (torch.compile of the torch.func step), graph / compile+graph (CUDA graphs, "
-             "one replay per iteration), auto (graph on CUDA, compile for MLP critics on the CPU, "
-             "else eager)"))
+        RUN, "how each iteration runs (wgangp_fast.TrainStep): eager (default: the seed codes' "
+             "loop with the fused penalty), compile (torch.compile of the torch.func step), graph "
+             "/ compile+graph (CUDA graphs, one replay per iteration), auto (graph on CUDA, eager "
+             "where graphs cannot run, with a warning saying why)"))
     gp_every: int = setting(1, "int>=1", Flag(
         OPTIMISATION, "lazy regularisation: the penalty on every K-th critic step only, weighted "
                       "by K (default 1)", metavar="K"))
@@ -194,20 +195,6 @@ class WGANGPConfig:
         d["categorical"] = list(self.categorical)
         return d
 
-    def step_mode_conflict(self) -> str | None:
-        """Why this configuration needs the eager step (None when the whole-step modes of
-        wgangp_fast.steps can run it)."""
-        if self.method not in PENALTY_KINDS:
-            return (f"method {self.method!r} (weight clipping or a spectral-norm critic, whose "
-                    f"power iteration mutates buffers)")
-        if self.penalty_impl != "fused":
-            return "penalty_impl 'autograd' (the plain-autograd comparison path)"
-        if self.separate_backward:
-            return "separate_backward (two backward calls per step)"
-        if self.precision == "fp16":
-            return "precision fp16 (its GradScaler; bf16 needs none)"
-        return None
-
     def validate(self) -> WGANGPConfig:
         # numpy scalars (np.int64 from a sweep, say) become Python ones: accepted like them, and
         # the checkpoint's config stays loadable with weights_only=True
@@ -241,11 +228,6 @@ class WGANGPConfig:
                 integer(f.name, int(check[-1]))
             elif check in ("number>0", "number>=0"):
                 number(f.name, positive=check == "number>0")
-        if self.step_mode not in ("eager", "auto"):
-            why = self.step_mode_conflict()
-            if why:
-                raise ValueError(f"step_mode {self.step_mode!r} cannot run this configuration: "
-                                 f"{why}; use step_mode 'eager' (or 'auto', which falls back)")
         if self.gp_every > 1 and self.method not in PENALTY_KINDS:
             raise ValueError(f"gp_every > 1 (lazy regularisation) needs a penalty method "
                              f"({', '.join(PENALTY_KINDS)}), got method {self.method!r}")

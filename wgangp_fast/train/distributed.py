@@ -5,24 +5,16 @@ MASTER_ADDR, MASTER_PORT), joins the process group (nccl for CUDA devices, gloo 
 picks the device of the rank (cuda:LOCAL_RANK). Without those variables it does nothing and the run
 is an ordinary single process.
 
-How the gradient penalty meets DistributedDataParallel (DDP):
-
-- DDP all-reduces a parameter's gradient when autograd accumulates it into `.grad` during a
-  backward that follows a forward through the DDP wrapper. `torch.autograd.grad(create_graph=True)`
-  with `inputs=x_hat` accumulates nothing into `.grad`, so the penalty's input gradient stays
-  process-local and triggers no reduction.
-- The Wasserstein term is computed through the DDP wrapper (`critic_ddp`), which arms the
-  reducer; the penalty through the inner module (`unwrap(critic_ddp)`), so there is one DDP forward
-  per backward (DDP does not support two forwards before one backward) and the penalty's graph
-  holds no second set of reducer bookkeeping.
-- ONE backward of the whole critic loss (wasserstein + penalty) then reaches every parameter: the
-  autograd engine sums each parameter's contributions from both terms before its gradient
-  accumulator runs, so DDP's hook fires once per parameter per step and the all-reduce covers the
-  penalty's part too. Parameters the penalty does not reach (the final bias has zero input
-  gradient) are still in the Wasserstein term's graph, so `find_unused_parameters=False` holds and
-  DDP skips its per-step graph traversal.
-- The penalty's separate backward of seed 000 (`pen.backward(retain_graph=True); loss.backward()`)
-  would mark parameters ready twice in one DDP iteration; the trainer refuses it when distributed.
+How the gradient penalty meets DistributedDataParallel (DDP): both models are wrapped (the
+wrapper broadcasts rank 0's weights at construction and carries the process group), and the
+step classes (wgangp_fast.steps) run the inner modules and average the gradients over the group
+before each update, one flat all-reduce per step, in every step mode. DDP's own reducer fires
+only after a forward through the wrapper, and allows one such forward per backward, where a
+critic step makes three (real, fake, the interpolates) and differentiates one of them twice; the
+penalty's input gradient (`torch.autograd.grad(create_graph=True)`, or torch.func.grad compiled)
+stays process-local, and the averaged gradient covers the penalty's part too. The averaging
+happens after every backward of the step, so seed 000's two backward calls work here as well.
+Buffers (BatchNorm's running statistics of the generator) stay per rank; rank 0's are saved.
 
 Each rank draws its own real batches (the sampler's seed includes the rank) and its own noise (the
 global RNGs are re-seeded per rank after the models are built); `batch_size` is per process, so a
@@ -42,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["DistInfo", "all_reduce_mean", "barrier", "cleanup", "derive_seed", "gather_objects",
-           "setup", "unwrap", "world_size_from_env", "wrap"]
+           "setup", "world_size_from_env", "wrap"]
 
 _REQUIRED_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # True when this module created the process group (and so may destroy it)
@@ -139,22 +131,14 @@ def cleanup() -> None:
 
 
 def wrap(module: nn.Module, device: torch.device) -> nn.Module:
-    """`module` in DistributedDataParallel (see the module docstring for why
-    find_unused_parameters is False); the module itself when not distributed."""
+    """`module` in DistributedDataParallel, for the step classes to average its gradients over
+    the process group (the module itself when not distributed)."""
     if not _initialized() or torch.distributed.get_world_size() <= 1:
         return module
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids, output_device=ids[0] if ids else None,
-                                   find_unused_parameters=False, broadcast_buffers=True)
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The inner module of a DDP wrapper (the module itself otherwise)."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    return module.module if isinstance(module, DistributedDataParallel) else module
+    return DistributedDataParallel(module, device_ids=ids, output_device=ids[0] if ids else None)
 
 
 def all_reduce_mean(t: Tensor) -> Tensor:

@@ -1,14 +1,15 @@
 """`WGANGPTrainer`: Algorithm 1 of Gulrajani et al. (2017) around the fused penalty. It builds the
 data, models and optimisers of a `WGANGPConfig`, runs each iteration (n_critic critic steps, each
-on a FRESH real batch and fresh noise, then one generator step) in the eager loop here or as one
-wgangp_fast.steps.TrainStep, and loops with checkpoints, signals and outputs.
+on a FRESH real batch and fresh noise, then one generator step) as one wgangp_fast.steps.TrainStep
+in the configured step mode (the critic loss, the penalty, the hooks and the optimiser steps all
+live there), and loops with checkpoints, signals and outputs.
 
 Lipschitz methods: "gp" (wgangp_fast.gradient_penalty), "lp" (one-sided: only gradient norms above
 1 are penalised, Petzka et al.), "r1" / "r2" (zero-centred penalties on real / fake samples,
 Mescheder et al., gamma = lambda_gp), "dragan" (norm 1 around perturbed real samples, Kodali et
 al.), "clip" (the original WGAN: RMSprop and weights clamped to [-c, c]) and "sn" (spectrally
 normalised critic, no penalty). `pac` > 1 packs consecutive samples into one critic input (PacGAN /
-CTGAN) with one penalty group per pack. The losses are in wgangp_fast.train.loss.
+CTGAN) with one penalty group per pack.
 
 `ema_decay` d > 0 keeps an exponential moving average of the generator's weights, updated after
 every generator step (ema <- d' ema + (1 - d') weights, d' = min(d, (1 + t) / (10 + t)) after t
@@ -23,8 +24,8 @@ Scale and precision:
   weighted by k; `lazy_adam_correction` scales the critic's Adam lr by c = k / (k + 1) and its betas
   to (beta1^c, beta2^c).
 - Data parallel under torchrun (wgangp_fast.train.distributed): both models in
-  DistributedDataParallel, the Wasserstein term through the wrapper, the penalty through the inner
-  critic, one backward; each rank draws its own data and noise, `batch_size` is per process, logged
+  DistributedDataParallel, whose gradients the steps average over the ranks before each update, in
+  every step mode; each rank draws its own data and noise, `batch_size` is per process, logged
   losses are the mean over ranks, and only rank 0 writes files.
 
 Checkpoints (wgangp_fast.train.checkpoint) hold everything needed to resume bit for bit: both
@@ -45,7 +46,6 @@ import random
 import signal
 import threading
 import time
-import warnings
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
@@ -56,7 +56,7 @@ from .. import backends
 from .. import steps as steps_mod
 from . import checkpoint as ckpt_mod
 from . import data as data_mod
-from . import distributed, loss
+from . import distributed
 from . import metrics as metrics_mod
 from . import outputs as outputs_mod
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, lock_output_folder
@@ -140,24 +140,28 @@ class WGANGPTrainer:
     """
 
     def __init__(self, config: WGANGPConfig | None = None,
-                 dataset: data_mod.Dataset | None = None) -> None:
+                 dataset: data_mod.Dataset | None = None, *,
+                 step_options: Dict[str, Any] | None = None) -> None:
         self.config = (config or WGANGPConfig()).validate()
         cfg = self.config
         self.dist, dist_device = distributed.setup(cfg.device)
         self.rank = self.dist.rank
         self.world_size = self.dist.world_size
         self.is_main_process = self.dist.is_main
-        if self.dist.enabled and cfg.separate_backward:
-            raise ValueError("separate_backward (two backward calls per critic step) cannot be "
-                             "used with DistributedDataParallel, which reduces each gradient once "
-                             "per step: leave it off for torchrun runs")
         self.device = dist_device if dist_device is not None else _resolve_device(cfg.device)
         if cfg.precision == "bf16" and self.device.type == "cuda" \
                 and not torch.cuda.is_bf16_supported():
             raise ValueError(f"precision bf16 is not supported on {self.device}: use fp16")
-        self.scaler, self.scaler_g = loss.grad_scalers(cfg.precision, self.device.type)
+        # fp16: a GradScaler per optimiser, each backing off on its own overflows; bfloat16 has
+        # float32's exponent range and needs none. Scale 2^15 to start: the critic's last bias
+        # gets d(S * mean D(x))/db = S from each of its passes over real and fake, summed in
+        # float16, which overflows at torch's default S = 2^16 (float16 tops out at 65504), so
+        # the first update would always be skipped.
+        scalers = (None, None)
+        if cfg.precision == "fp16":
+            scalers = tuple(torch.amp.GradScaler(self.device.type, init_scale=2.0 ** 15)
+                            for _ in range(2))
         self.amp_skipped_steps = 0
-        self._skipped_in_a_row = 0
 
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -187,7 +191,7 @@ class WGANGPTrainer:
                                              device=self.device)
         noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.fixed_noise = torch.randn(64, cfg.latent_dim, generator=noise_gen).to(self.device)
-        self.train_iteration = self._build_train_step()
+        self.train_iteration = self._build_train_step(scalers, step_options)
 
         self.step = 0
         self.critic_iters = 0
@@ -264,45 +268,64 @@ class WGANGPTrainer:
                              f"{', '.join(backends.available_backends())}; "
                              f"'auto' picks one") from None
 
-    def _build_train_step(self) -> steps_mod.TrainStep | None:
-        """The whole iteration as a wgangp_fast.steps.TrainStep for the step modes other than
-        eager (None: the eager loop of _critic_step and _generator_step). The mode is chosen
-        here, so a mode that cannot run this configuration is refused before training; under
-        "auto" such a configuration keeps the eager loop, with a warning that says why."""
+    def _build_train_step(self, scalers, step_options: Dict[str, Any] | None
+                          ) -> steps_mod.TrainStep:
+        """Every iteration of every configuration runs through one wgangp_fast.steps.TrainStep:
+        the method's penalty (or none, for clip and sn), weight clipping as the critic step's
+        post_step hook, the plain-autograd penalty as its penalty_impl, lazy regularisation,
+        autocast and the fp16 GradScalers, seed 000's two backward calls, DDP models. The mode is
+        checked here (wgangp_fast.steps.policy), so a mode that cannot run this configuration is
+        refused before training. `step_options` go to both step classes (compile_options,
+        simulate_graphs, warmup, max_graphs)."""
         cfg = self.config
-        if cfg.step_mode == "eager":
-            return None
-        why = cfg.step_mode_conflict()
-        if self.dist.enabled:
-            why = "a distributed run (DDP's all-reduce hooks need eager autograd)"
-        if why:
-            if cfg.step_mode == "auto":
-                return None
-            raise ValueError(f"step_mode {cfg.step_mode!r} cannot run {why}: use step_mode "
-                             f"'eager'")
-        mode, why = steps_mod.choose_mode(cfg.step_mode, self.device, self.critic,
-                                          modules=[self.generator],
-                                          optimizers=[self.optimizer_c, self.optimizer_g])
-        if mode == "eager":
-            if why:
-                warnings.warn(f"step_mode 'auto' runs eager: {why}", RuntimeWarning,
-                              stacklevel=3)
-            return None
-        autocast = {"bf16": torch.bfloat16}.get(cfg.precision)
+        options = dict(step_options or {})
+        autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         critic_step = steps_mod.CriticStep(
-            self.critic, self.optimizer_c, lambda_gp=cfg.lambda_gp, pac=cfg.pac,
-            kind=PENALTY_KINDS[cfg.method], mode=mode, autocast=autocast,
-            gp_every=cfg.gp_every, backend=cfg.backend)
-        generator_step = steps_mod.GeneratorStep(self.generator, self.critic, self.optimizer_g,
-                                                 mode=mode, autocast=autocast)
-        return steps_mod.TrainStep(critic_step, generator_step, latent_dim=cfg.latent_dim,
-                                   n_critic=cfg.n_critic)
+            self.critic_ddp, self.optimizer_c, lambda_gp=cfg.lambda_gp, pac=cfg.pac,
+            kind=PENALTY_KINDS.get(cfg.method), mode=cfg.step_mode, scaler=scalers[0],
+            autocast=autocast, gp_every=cfg.gp_every, backend=cfg.backend,
+            separate_backward=cfg.separate_backward, penalty_impl=cfg.penalty_impl,
+            post_step=steps_mod.clip_weights(cfg.clip_value) if cfg.method == "clip" else None,
+            **options)
+        generator_step = steps_mod.GeneratorStep(self.generator_ddp, self.critic,
+                                                 self.optimizer_g, mode=cfg.step_mode,
+                                                 scaler=scalers[1], autocast=autocast,
+                                                 **options)
+        train = steps_mod.TrainStep(critic_step, generator_step, latent_dim=cfg.latent_dim,
+                                    n_critic=cfg.n_critic)
+        try:
+            train.check(self.device)
+        except ValueError as exc:
+            raise ValueError(f"step_mode {cfg.step_mode!r} (--step-mode) cannot run this "
+                             f"configuration: {exc}") from None
+        return train
+
+    @property
+    def critic_step(self) -> steps_mod.CriticStep:
+        """The critic step every iteration runs (its settings: the method's penalty, hooks)."""
+        return self.train_iteration.critic_step
+
+    @property
+    def scaler(self):
+        """The critic step's fp16 GradScaler (None in fp32 and bf16)."""
+        return self.train_iteration.critic_step.scaler
+
+    @scaler.setter
+    def scaler(self, value) -> None:
+        self.train_iteration.critic_step.scaler = value
+
+    @property
+    def scaler_g(self):
+        """The generator step's fp16 GradScaler (None in fp32 and bf16)."""
+        return self.train_iteration.generator_step.scaler
+
+    @scaler_g.setter
+    def scaler_g(self, value) -> None:
+        self.train_iteration.generator_step.scaler = value
 
     @property
     def step_mode(self) -> str:
-        """The mode the iterations run in ("eager" or one of wgangp_fast.steps.MODES)."""
-        if self.train_iteration is None:
-            return "eager"
+        """The mode the iterations run in (one of wgangp_fast.steps.MODES but "auto")."""
         return self.train_iteration.mode or self.train_iteration.requested_mode
 
     def _build_ema(self) -> nn.Module | None:
@@ -314,77 +337,29 @@ class WGANGPTrainer:
             p.requires_grad_(False)
         return ema
 
+    def lazy_adam_factor(self) -> float:
+        """StyleGAN2's lazy-regularisation correction c = k / (k + 1) of the critic's Adam (lr
+        times c, betas to the power c); 1 without lazy_adam_correction or when k = 1."""
+        cfg = self.config
+        if not cfg.lazy_adam_correction or cfg.gp_every == 1 or cfg.method == "clip":
+            return 1.0
+        return cfg.gp_every / (cfg.gp_every + 1)
+
     def _build_optimizers(self):
         cfg = self.config
         if cfg.method == "clip":
             return (torch.optim.RMSprop(self.generator.parameters(), lr=cfg.clip_lr),
                     torch.optim.RMSprop(self.critic.parameters(), lr=cfg.clip_lr))
         betas = (float(cfg.beta1), float(cfg.beta2))
-        c = loss.lazy_adam_factor(cfg)
+        c = self.lazy_adam_factor()
         betas_c = (float(cfg.beta1) ** c, float(cfg.beta2) ** c)
         return (torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas),
                 torch.optim.Adam(self.critic.parameters(), lr=cfg.lr * c, betas=betas_c))
 
     # -- one step ----------------------------------------------------------------------------
 
-    def _autocast(self):
-        return loss.autocast(self.config.precision, self.device.type)
-
     def _noise(self, n: int) -> Tensor:
         return torch.randn(n, self.config.latent_dim, device=self.device)
-
-    def _penalty(self, real: Tensor, fake: Tensor, alpha: Tensor | None = None) -> Tensor | None:
-        """The penalty of this method (None for clip and sn), through the inner critic: its
-        input gradient stays process-local under DDP (see wgangp_fast.train.distributed)."""
-        return loss.penalty(self.config, self.critic, real, fake, alpha=alpha,
-                            scaler=self.scaler)
-
-    def _optimizer_step(self, optimizer, scaler) -> bool:
-        skipped = loss.optimizer_step(optimizer, scaler)
-        self.amp_skipped_steps += int(skipped)
-        return skipped
-
-    def _critic_backward(self, real: Tensor, fake: Tensor,
-                         alpha: Tensor | None = None) -> Dict[str, Any]:
-        """The critic loss of one step and its backward; no optimiser step (loss.critic_backward:
-        the Wasserstein term through the DDP wrapper, the penalty through _penalty on every
-        gp_every-th critic step)."""
-        penalty_fn = None
-        if loss.regularises(self.config, self.critic_iters):
-            def penalty_fn():
-                return self._penalty(real, fake, alpha)
-        return loss.critic_backward(self.config, self.critic_ddp, real, fake, penalty_fn,
-                                    scaler=self.scaler, precision_context=self._autocast())
-
-    def _critic_step(self, real: Tensor) -> Dict[str, Any]:
-        """One critic update on a real batch; returns detached loss_c, wasserstein and gp (None
-        on a step without the penalty) and whether the GradScaler skipped the update."""
-        cfg = self.config
-        n = real.shape[0]
-        self.optimizer_c.zero_grad(set_to_none=not cfg.separate_backward)
-        with torch.no_grad(), self._autocast():
-            fake = self.generator(self._noise(n))
-        stats = self._critic_backward(real, fake.to(real.dtype))
-        skipped = self._optimizer_step(self.optimizer_c, self.scaler)
-        self._skipped_in_a_row = self._skipped_in_a_row + 1 if skipped else 0
-        if cfg.method == "clip":
-            with torch.no_grad():
-                for p in self.critic.parameters():
-                    p.clamp_(-cfg.clip_value, cfg.clip_value)
-        self.critic_iters += 1
-        if stats["gp"] is not None:
-            self._last_gp = stats["gp"]
-            self._last_gp_skipped = skipped
-        stats["skipped"] = skipped
-        return stats
-
-    def _generator_step(self, n: int) -> Tensor:
-        self.optimizer_g.zero_grad(set_to_none=True)
-        loss_g = loss.generator_backward(self.generator_ddp, self.critic, self._noise(n),
-                                         scaler=self.scaler_g,
-                                         precision_context=self._autocast())
-        self._optimizer_step(self.optimizer_g, self.scaler_g)
-        return loss_g
 
     def ema_decay_at(self, updates: int) -> float:
         """The averaging weight after `updates` generator updates: min(ema_decay, (1 + t) /
@@ -415,35 +390,28 @@ class WGANGPTrainer:
             return
         base = cfg.clip_lr if cfg.method == "clip" else cfg.lr
         factor = max(0.0, 1.0 - self.step / max(cfg.steps, 1))
-        for opt, c in ((self.optimizer_g, 1.0), (self.optimizer_c, loss.lazy_adam_factor(cfg))):
+        for opt, c in ((self.optimizer_g, 1.0), (self.optimizer_c, self.lazy_adam_factor())):
             for group in opt.param_groups:
                 group["lr"] = base * factor * c
 
-    def _whole_iteration(self) -> Tuple[Dict[str, Any], Tensor]:
-        """One iteration through the TrainStep (step modes other than eager)."""
-        train = self.train_iteration
-        train.critic_step.calls = self.critic_iters  # lazy regularisation's phase, on resume too
-        stats = train([self.sampler.next() for _ in range(self.config.n_critic)])
-        self.critic_iters += self.config.n_critic
-        if stats.critic.penalty is not None:
-            self._last_gp = stats.critic.penalty
-            self._last_gp_skipped = False
-        return {"loss_c": stats.critic.loss, "wasserstein": stats.critic.wasserstein,
-                "skipped": False}, stats.loss_g
-
     def train_step(self) -> Dict[str, float]:
-        """n_critic critic updates (a fresh real batch each), then one generator update."""
+        """One iteration: n_critic critic updates (a fresh real batch each), then one generator
+        update, through the TrainStep."""
         self._set_learning_rate()
         self.generator.train()
         self.critic.train()
-        if self.train_iteration is not None:
-            stats, loss_g = self._whole_iteration()
-        else:
-            for _ in range(self.config.n_critic):
-                stats = self._critic_step(self.sampler.next())
-            loss_g = self._generator_step(self.config.batch_size)
-        values = torch.stack([stats["loss_c"].float(), loss_g.float(), self._last_gp.float(),
-                              stats["wasserstein"].float()])
+        train = self.train_iteration
+        c, g = train.critic_step, train.generator_step
+        c.calls = self.critic_iters  # lazy regularisation's phase, on resume too
+        skipped_before = c.skipped_steps + g.skipped_steps
+        stats = train([self.sampler.next() for _ in range(self.config.n_critic)])
+        self.critic_iters += self.config.n_critic
+        self.amp_skipped_steps += c.skipped_steps + g.skipped_steps - skipped_before
+        if stats.critic.penalty is not None:
+            self._last_gp = stats.critic.penalty
+            self._last_gp_skipped = stats.penalty_skipped
+        values = torch.stack([stats.critic.loss.float(), stats.loss_g.float(),
+                              self._last_gp.float(), stats.critic.wasserstein.float()])
         # the mean over the ranks, so that every rank logs (and stops on) the same values
         record = dict(zip(HISTORY_KEYS, distributed.all_reduce_mean(values).cpu().tolist()))
         bad = {k for k, v in record.items() if not math.isfinite(v)}
@@ -452,11 +420,11 @@ class WGANGPTrainer:
         # backed off, so the run goes on. A non-finite forward value (wasserstein, loss_g) is
         # nothing the scaler can fix.
         handled = set()
-        if stats["skipped"]:
+        if stats.critic.skipped:
             handled.add("loss_c")
         if self._last_gp_skipped:
             handled.add("gp")
-        if bad - handled or self._skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
+        if bad - handled or c.skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
             raise NonFiniteLossError(self.step + 1, record)
         self.step += 1
         self._update_ema()
@@ -671,11 +639,12 @@ class WGANGPTrainer:
         return ckpt_mod.read_checkpoint(path, map_location, check=check)
 
     @classmethod
-    def from_checkpoint(cls, path: str, dataset: data_mod.Dataset | None = None,
+    def from_checkpoint(cls, path: str, dataset: data_mod.Dataset | None = None, *,
+                        step_options: Dict[str, Any] | None = None,
                         **overrides: Any) -> WGANGPTrainer:
         """A trainer in exactly the state saved at `path`. `overrides` may change settings that
         do not alter the models or the data (config.RESUMABLE: steps, out_dir, checkpoint_every,
-        device, backend, n_eval_samples, step_mode)."""
+        device, backend, n_eval_samples, step_mode); `step_options` as for the constructor."""
         state = cls.read_checkpoint(path)
         bad = sorted(k for k, v in overrides.items() if v is not None and k not in RESUMABLE)
         if bad:
@@ -687,7 +656,7 @@ class WGANGPTrainer:
             raise ckpt_mod.CheckpointError(f"{path}: the checkpoint's config is not one this "
                                            f"version can read ({exc})") from None
         cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-        trainer = cls(cfg, dataset=dataset)
+        trainer = cls(cfg, dataset=dataset, step_options=step_options)
         trainer.load_state_dict(state, path)
         trainer._saved_at = (os.path.realpath(path), trainer.step)
         return trainer
