@@ -16,7 +16,8 @@ from .. import _validate as V
 from .capture import CaptureError, GraphRunner, HeldLearningRates, first_line
 from .policy import COMPILED_MODES, GRAPH_MODES, check_mode, is_ddp
 
-__all__ = ["StepBase", "check_batch_norm_batch", "count", "own_code", "wide"]
+__all__ = ["StepBase", "check_batch_norm_batch", "count", "own_code", "side_effect_free",
+           "wide"]
 
 
 def wide(t: Tensor) -> Tensor:
@@ -64,6 +65,23 @@ def check_batch_norm_batch(module: nn.Module, n: int, owner: str, name: str) -> 
         raise ValueError(f"{owner}: a batch of {n} sample(s) cannot pass the {name}'s BatchNorm "
                          f"layers in training mode ({', '.join(layers)}), which need at least 2 "
                          f"per batch: use batches of 2 or more, or a {name} without BatchNorm")
+
+
+@contextlib.contextmanager
+def side_effect_free(modules: Sequence[nn.Module], device: torch.device):
+    """Forward passes that leave no trace, for probing a model before compiling it: the RNG
+    restored afterwards, every module in evaluation mode meanwhile (BatchNorm's running
+    statistics untouched), no autograd."""
+    flags = [(m, m.training) for module in modules for m in module.modules()]
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        for m, _ in flags:
+            m.training = False
+        try:
+            yield
+        finally:
+            for m, training in flags:
+                m.training = training
 
 
 class _Averaging:

@@ -19,7 +19,7 @@ from ..penalty import (
     penalty_points,
     per_group_alpha,
 )
-from .base import StepBase, count, wide
+from .base import StepBase, count, side_effect_free, wide
 from .capture import zero_static_grads
 from .policy import COMPILED_MODES, choose_mode, unwrap
 
@@ -313,10 +313,8 @@ class CriticStep(StepBase):
 
     def check_critic_output(self, real: Tensor, inputs) -> None:
         """The critic's output checked once before a compiled mode traces it (inside a trace a
-        wrong output only shows as "could not trace"); the RNG is left as it was."""
-        devices = [real.device] if real.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad(), \
-                self.autocast_context(real.device):
+        wrong output only shows as "could not trace"), with no trace left."""
+        with side_effect_free([self.critic], real.device), self.autocast_context(real.device):
             critic_scores(self.critic(real, *inputs))
 
     def _first_call(self, real, inputs):
