@@ -114,8 +114,10 @@ class PatchHandle:
         self.original = original
         self.options = dict(options)
         self.replacement = replacement
+        # verified: no first-call check is pending (it passed, the original raised so there was
+        # nothing to compare with, or verify=False). checked: a call's result matched the
+        # original's. The same meaning on the CTGAN-signature and the layout paths.
         self.verified = not options.get("verify", False)
-        # True once a call matched the original: verification then spoke for the layout.
         self.checked = False
 
     @property
@@ -184,18 +186,41 @@ def _cuda_indices(*devices) -> List[int]:
 
 
 @contextlib.contextmanager
-def _buffers_restored(module):
-    """Leave a module's buffers (BatchNorm statistics and the like) as they were."""
-    if not isinstance(module, torch.nn.Module):
-        yield
-        return
-    saved = [(b, b.detach().clone()) for b in module.buffers()]
+def _buffers_kept(*modules):
+    """Run the block on copies of the modules' buffers (BatchNorm statistics and the like), then
+    give each module back the very tensors it had.
+
+    Writing saved values back into the buffers would bump their version counters, and a graph
+    the caller built before this call may have saved them (BatchNorm saves its running
+    statistics for its backward): that graph's backward would then fail as "modified by an
+    inplace operation". Swapping copies in and the originals back leaves the originals unread
+    and unwritten by the block.
+    """
+    swapped = []
+    copies: Dict[int, Tensor] = {}
+    seen = set()
+    for module in modules:
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for sub in module.modules():
+            if id(sub) in seen:
+                continue
+            seen.add(id(sub))
+            for name, buffer in sub._buffers.items():
+                if buffer is None:
+                    continue
+                # A buffer registered in two modules stays one tensor, as the original code sees.
+                if id(buffer) not in copies:
+                    copies[id(buffer)] = buffer.detach().clone().requires_grad_(
+                        buffer.requires_grad)
+                swapped.append((sub, name, buffer))
     try:
+        for sub, name, buffer in swapped:
+            sub._buffers[name] = copies[id(buffer)]
         yield
     finally:
-        with torch.no_grad():
-            for b, copy in saved:
-                b.copy_(copy)
+        for sub, name, buffer in swapped:
+            sub._buffers[name] = buffer
 
 
 @contextlib.contextmanager
@@ -218,7 +243,7 @@ def _original_value(original: Callable, args: tuple, kwargs: dict, owner, real,
                     device) -> Tensor:
     """The original method's penalty on a forked RNG state, the caller's state left untouched."""
     with _rng_forked(getattr(real, "device", None), device):
-        with _buffers_restored(owner):
+        with _buffers_kept(owner):
             value = original(*args, **kwargs)
     if not isinstance(value, Tensor):
         raise TypeError(f"the original method returned {type(value).__name__}, not a Tensor")
@@ -256,7 +281,7 @@ def _make_replacement(handle_box: list, original: Callable, sig: inspect.Signatu
                                             a["device"], a["pac"], a["lambda_"], backend=backend)
         if reference is not None:
             _compare(handle, value, reference)
-            handle.verified = True
+            handle.verified = handle.checked = True
         return value
 
     calc_gradient_penalty.__wgangp_fast_patch__ = True
@@ -510,7 +535,7 @@ def _make_layout_replacement(handle_box: list, func: Callable, plan: _Plan,
         if not handle.verified:
             try:
                 with _rng_forked(getattr(real, "device", None)):
-                    with _buffers_restored(critic), _buffers_restored(owner):
+                    with _buffers_kept(critic, owner):
                         reference = _detached(func(*args, **kwargs))
             except Exception as exc:  # the unpatched code would fail here too: say so, go on
                 _unchecked(handle, exc)
