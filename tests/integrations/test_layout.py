@@ -156,6 +156,35 @@ def test_attribute_critic_and_lambda_with_recorded_norms():
     assert solver.norm_log[1] == pytest.approx(want_log[0], rel=1e-12)
 
 
+def test_an_original_that_logs_without_record_warns_at_the_first_call():
+    # Without record= the log would get the first call's entry (the original ran for the check)
+    # and then stop: a stale log nobody is told about.
+    solver = Solver()
+    real, fake = _pair()
+    patch_method(Solver, "penalty", critic="self.net", lambda_gp="self.weight")
+    with pytest.warns(RuntimeWarning) as caught:
+        solver.penalty(real, fake)
+    message = str(caught[0].message)
+    for word in ("Solver.penalty changed", "self.norm_log (0 -> 1)", "self.calls (0 -> 1)",
+                 "pass record="):
+        assert word in message, f"{word!r} not in {message!r}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solver.penalty(real, fake)
+    assert solver.calls == 1 and len(solver.norm_log) == 1
+
+
+def test_a_logging_original_with_record_or_without_a_log_does_not_warn():
+    real, fake = _pair()
+    patch_method(Solver, "penalty", critic="self.net", lambda_gp="self.weight",
+                 record=lambda self, n: None)
+    patch_method(WithDefault, "gp", critic="D", lambda_gp="lambda_gp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Solver().penalty(real, fake)
+        WithDefault().gp(_critic(), real, fake)
+
+
 def test_lambda_from_the_signature_default_or_the_call():
     torch.manual_seed(0)
     critic = _critic()

@@ -516,6 +516,49 @@ def _differences(got, want, path: str) -> List[str]:
     return [] if got == want else [f"{path}: {got!r} vs {want!r}"]
 
 
+def _bookkeeping(owner, self_name: Optional[str]) -> Dict[str, Any]:
+    """What an original's own logging may change on its instance: the lengths of its list
+    attributes and of the lists in its dict attributes (a key added counts), and its numbers."""
+    try:
+        attributes = vars(owner)
+    except TypeError:
+        return {}
+    seen: Dict[str, Any] = {}
+    for name, value in attributes.items():
+        where = f"{self_name}.{name}"
+        if isinstance(value, list):
+            seen[where] = len(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, list):
+                    seen[f"{where}[{key!r}]"] = len(item)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            seen[where] = value
+    return seen
+
+
+def _changes(before: Dict[str, Any], after: Dict[str, Any]) -> List[str]:
+    out = []
+    for where, now in after.items():
+        was = before.get(where, _MISSING)
+        if was is _MISSING:
+            out.append(f"{where} (new)")
+        elif was != now:
+            out.append(f"{where} ({was} -> {now})")
+    return out
+
+
+def _warn_unrecorded(handle: PatchHandle, changed: List[str]) -> None:
+    """The original logged on its instance and no record= does it after the first call: say so
+    at once, rather than leave a log that silently stops."""
+    warnings.warn(
+        f"the original {_qualname(handle.cls, handle.name)} changed {', '.join(changed)} on its "
+        f"first call, and the patched method will not do that again (it no longer runs the "
+        f"original): pass record=callable(self, norms) to patch_method to keep that "
+        f"bookkeeping, e.g. record=lambda self, n: <the list>.append(n.mean().item()), or "
+        f"record=lambda self, n: None where it does not matter", RuntimeWarning, stacklevel=3)
+
+
 def _make_layout_replacement(handle_box: list, func: Callable, plan: _Plan,
                              backend: str) -> Callable:
     layout = plan.layout
@@ -532,11 +575,15 @@ def _make_layout_replacement(handle_box: list, func: Callable, plan: _Plan,
             V.tensor(plan.real_name, real)
             check_device("device", plan.device(a), real, plan.real_name)
         reference = None
+        changed: List[str] = []
         if not handle.verified:
             try:
+                before = _bookkeeping(owner, plan.self_name) if owner is not None else {}
                 with _rng_forked(getattr(real, "device", None)):
                     with _buffers_kept(critic, owner):
                         reference = _detached(func(*args, **kwargs))
+                if owner is not None and layout.record is None:
+                    changed = _changes(before, _bookkeeping(owner, plan.self_name))
             except Exception as exc:  # the unpatched code would fail here too: say so, go on
                 _unchecked(handle, exc)
         if reference is None and not handle.checked:
@@ -561,6 +608,8 @@ def _make_layout_replacement(handle_box: list, func: Callable, plan: _Plan,
                     f"norm_dims, which arguments are real and fake, how alpha is drawn "
                     f"(alpha_fn) and returns; the patch is still active: handle.unpatch()")
             handle.verified = handle.checked = True
+            if changed:
+                _warn_unrecorded(handle, changed)
         return value
 
     replacement.__wgangp_fast_patch__ = True
@@ -678,9 +727,12 @@ def patch_method(cls: type, name: str = "calc_gradient_penalty", *, backend: str
       called with detached per-group norms.
 
     backend: the wgangp_fast backend ("auto" picks by device). verify: run the original on the
-    first call too (same RNG state for torch, numpy and random; module buffers restored) and
-    compare results. The original's side effects of that call stand, so `record` skips it.
-    Already patched with the same options: a RuntimeWarning and the existing handle.
+    first call too (same RNG state for torch, numpy and random; the modules' buffers swapped for
+    copies, so what a graph built before the call saved stays untouched) and compare results.
+    The original's side effects of that call stand, so `record` skips it; an original that
+    changed its instance's lists or numbers without a `record` warns, since the patched method
+    will not do that again. Already patched with the same options: a RuntimeWarning and the
+    existing handle.
     """
     options = _layout_options(backend, verify, dict(
         lambda_gp=lambda_gp, critic=critic, real=real, fake=fake, inputs=inputs,
