@@ -59,6 +59,8 @@ DAMAGE = {
     "rng-numpy-absent": (_set(("rng", "numpy"), _DELETE), ["rng.numpy", "absent"]),
     "rng-numpy-keys": (_set(("rng", "numpy", "keys"), lambda t: t[:600]),
                        ["rng.numpy", "624"]),
+    "rng-numpy-gauss-absent": (_set(("rng", "numpy", "has_gauss"), _DELETE),
+                               ["rng.numpy.has_gauss", "absent"]),
     "rng-numpy-pos": (_set(("rng", "numpy", "pos"), 9999), ["rng.numpy.pos", "9999", "624"]),
     "rng-python-state": (_set(("rng", "python", "state"), lambda t: t[:300]),
                          ["rng.python", "625"]),

@@ -431,11 +431,11 @@ def _check_rng(rng: Any, path: str, where: str) -> None:
     # numpy takes any pos and reads past its 624 keys at the next draw
     if isinstance(pos, bool) or not isinstance(pos, int) or not 0 <= pos <= 624:
         raise _damaged(path, f"{where}.numpy.pos", "an int in 0..624", _shown(pos))
+    has_gauss = _entry(np_state, "has_gauss", path, f"{where}.numpy", "0 or 1")
+    cached = _entry(np_state, "cached_gaussian", path, f"{where}.numpy", "a float")
     try:
-        np.random.RandomState().set_state((
-            "MT19937", keys.numpy().astype(np.uint32), pos,
-            _entry(np_state, "has_gauss", path, f"{where}.numpy", "0 or 1"),
-            _entry(np_state, "cached_gaussian", path, f"{where}.numpy", "a float")))
+        np.random.RandomState().set_state(("MT19937", keys.numpy().astype(np.uint32), pos,
+                                           has_gauss, cached))
     except (ValueError, TypeError, IndexError) as exc:
         raise _damaged(path, f"{where}.numpy", numpy_expected,
                        f"a state numpy refuses ({exc})") from None
@@ -539,7 +539,7 @@ def check_optimizer_state(saved: Any, optimizer: torch.optim.Optimizer, path: st
     for key, entries in per_param.items():
         entry = f"{where}.state.{key}"
         if key not in params:
-            known = sorted(params, key=str)
+            known = list(params)
             shown = f"{known[0]}..{known[-1]}" if known else "none"
             raise CheckpointError(f"{path}: the checkpoint's {entry} is damaged: it names no "
                                   f"parameter {key} (the groups hold {shown}); {_DAMAGED_FIX}")
