@@ -178,6 +178,33 @@ def test_verification_runs_once_and_keeps_rng_and_buffers():
     torch.testing.assert_close(got[0], ref[0], rtol=1e-5, atol=1e-6)
 
 
+def test_check_leaves_what_the_callers_graph_saved_untouched():
+    # The critic's BatchNorm already ran on real and fake in the graph the penalty joins: the
+    # check must not write into the statistics those forwards saved for loss.backward().
+    real, fake = _data()
+
+    def loss_and_grads(critic):
+        torch.manual_seed(7)
+        critic.zero_grad(set_to_none=True)
+        loss = critic(real).mean() - critic(fake).mean() + critic.calc_gradient_penalty(real, fake)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in critic.parameters()]
+
+    torch.manual_seed(0)
+    critic = PacCritic(batchnorm=True)
+    state = {k: v.clone() for k, v in critic.state_dict().items()}
+    want = loss_and_grads(critic)
+    want_stats = critic.net[1].running_var.clone()
+    critic.load_state_dict(state)
+    handle = patch_method(PacCritic)
+    got = loss_and_grads(critic)
+    assert handle.verified and handle.checked
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
+    for g, w in zip(got[1], want[1]):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(critic.net[1].running_var, want_stats)
+
+
 def test_verify_false_skips_the_check():
     torch.manual_seed(0)
     critic = UnscaledCritic()

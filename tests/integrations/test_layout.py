@@ -92,7 +92,21 @@ class Classy:
         raise AssertionError("never called")
 
 
-ALL = (Solver, WithDefault, Static, NumpyAlpha, Sequence3D, Classy)
+class BatchNormGAN:
+    """A BatchNorm critic that already ran on real and fake in the graph the penalty joins."""
+
+    def __init__(self):
+        self.D = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.LeakyReLU(0.2),
+                               nn.Linear(16, 1)).double()
+
+    def gp(self, real, fake):
+        return _plain(self.D, real, fake, 1.0)[0]
+
+    def loss(self, real, fake):
+        return self.D(real).mean() - self.D(fake).mean() + 10 * self.gp(real, fake)
+
+
+ALL = (Solver, WithDefault, Static, NumpyAlpha, Sequence3D, Classy, BatchNormGAN)
 
 
 @pytest.fixture(autouse=True)
@@ -140,6 +154,35 @@ def test_attribute_critic_and_lambda_with_recorded_norms():
     assert solver.calls == 2 and len(recorded) == 1 and len(solver.norm_log) == 2
     assert recorded[0].shape == (6,) and not recorded[0].requires_grad
     assert solver.norm_log[1] == pytest.approx(want_log[0], rel=1e-12)
+
+
+def test_an_original_that_logs_without_record_warns_at_the_first_call():
+    # Without record= the log would get the first call's entry (the original ran for the check)
+    # and then stop: a stale log nobody is told about.
+    solver = Solver()
+    real, fake = _pair()
+    patch_method(Solver, "penalty", critic="self.net", lambda_gp="self.weight")
+    with pytest.warns(RuntimeWarning) as caught:
+        solver.penalty(real, fake)
+    message = str(caught[0].message)
+    for word in ("Solver.penalty changed", "self.norm_log (0 -> 1)", "self.calls (0 -> 1)",
+                 "pass record="):
+        assert word in message, f"{word!r} not in {message!r}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solver.penalty(real, fake)
+    assert solver.calls == 1 and len(solver.norm_log) == 1
+
+
+def test_a_logging_original_with_record_or_without_a_log_does_not_warn():
+    real, fake = _pair()
+    patch_method(Solver, "penalty", critic="self.net", lambda_gp="self.weight",
+                 record=lambda self, n: None)
+    patch_method(WithDefault, "gp", critic="D", lambda_gp="lambda_gp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Solver().penalty(real, fake)
+        WithDefault().gp(_critic(), real, fake)
 
 
 def test_lambda_from_the_signature_default_or_the_call():
@@ -300,6 +343,39 @@ def test_classmethod_and_missing_attribute():
     with pytest.raises(AttributeError, match=r"critic='self.network': self \(Solver\) has no "
                                              r"attribute 'network'"):
         Solver().penalty(real, fake)
+
+
+def _loss_and_grads(gan, real, fake):
+    torch.manual_seed(11)
+    gan.D.zero_grad(set_to_none=True)
+    loss = gan.loss(real, fake)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in gan.D.parameters()], gan.D[1].running_mean
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_check_leaves_what_the_callers_graph_saved_untouched(verify):
+    # BatchNorm saves tensors for its backward in D(real) and D(fake); the first-call check
+    # used to write the restored statistics back into them, and loss.backward() then failed
+    # with "modified by an inplace operation".
+    real, fake = _pair((8, 4))
+    torch.manual_seed(0)
+    gan = BatchNormGAN()
+    state = {k: v.clone() for k, v in gan.D.state_dict().items()}
+    want = _loss_and_grads(gan, real, fake)
+    gan.D.load_state_dict(state)
+    handle = patch_method(BatchNormGAN, "gp", critic="self.D", lambda_gp=1.0, verify=verify)
+    buffers = [b for b in gan.D.buffers()]
+    got = _loss_and_grads(gan, real, fake)
+    assert handle.checked is verify
+    assert all(a is b for a, b in zip(gan.D.buffers(), buffers))
+    torch.testing.assert_close(got[0], want[0], **F64)
+    for g, w in zip(got[1], want[1]):
+        torch.testing.assert_close(g, w, **F64)
+    torch.testing.assert_close(got[2], want[2], **F64)
+    assert int(gan.D[1].num_batches_tracked) == 3
+    again = _loss_and_grads(gan, real, fake)
+    assert torch.isfinite(again[0])
 
 
 def test_unknown_context_manager_option():

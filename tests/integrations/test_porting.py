@@ -2,12 +2,17 @@
 style (function- or method-style penalty, lambda 0.1, alpha drawn on the CPU or with numpy, a
 conditional critic, a norm over one axis of 3-D data, norms logged or returned, a packed critic
 with a device argument), run seeded for 24 steps in float64 twice: as written, and with the one
-line README's "Porting your code" gives. The penalty must agree at every step to 1e-12 relative,
-and the weights, the logs and the random streams after the run must agree too.
+line README's "Porting your code" gives, read from README.md and run as written. The penalty must
+agree at every step to 1e-12 relative, and the weights, the logs and the random streams after the
+run must agree too. The README's alpha_fn table is run the same way, row by row, against the
+draws it names.
 """
 
 from __future__ import annotations
 
+import contextlib
+import pathlib
+import re
 from collections import defaultdict
 
 import numpy as np
@@ -15,7 +20,13 @@ import pytest
 import torch
 from torch import nn
 
-from wgangp_fast.integrations import drop_in_penalty, patched_method
+from wgangp_fast.integrations import (
+    drop_in_penalty,
+    is_patched,
+    patch_method,
+    patched_method,
+    unpatch_method,
+)
 
 STEPS = 24
 DT = torch.float64
@@ -30,17 +41,6 @@ def _cpu_then_move(m, like):
     return torch.rand(m, 1).to(like.device)
 
 
-def _in_data_dtype(m, like):
-    """alpha drawn in the data's dtype: `torch.rand(B, 1, dtype=real.dtype, device=...)` (a
-    float64 draw is not the float32 draw widened: it takes other bits of the stream)."""
-    return torch.rand(m, dtype=like.dtype, device=like.device)
-
-
-def _numpy_draw(m, like):
-    """alpha from numpy's global RNG: `Tensor(np.random.random((B, 1, 1, 1)))`."""
-    return torch.from_numpy(np.random.random(m)).to(like)
-
-
 def _assert_runs_agree(got, want, *, weights_rtol=1e-9):
     assert len(want["penalties"]) >= 20 and len(got["penalties"]) == len(want["penalties"])
     g, w = torch.tensor(got["penalties"], dtype=DT), torch.tensor(want["penalties"], dtype=DT)
@@ -51,6 +51,98 @@ def _assert_runs_agree(got, want, *, weights_rtol=1e-9):
         torch.testing.assert_close(got["weights"][name], want["weights"][name],
                                    rtol=weights_rtol, atol=1e-12, msg=name)
     assert got["after"] == want["after"], "the run consumed the random streams differently"
+
+
+# ---------------------------------------------------------------------------------------------
+# The README's tables, as written
+# ---------------------------------------------------------------------------------------------
+
+README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _tables(section: str):
+    """The markdown tables of README's `section` (a "### " heading), each a list of rows of
+    cells; the header row first, the --- row left out."""
+    text = README.read_text()
+    start = text.index(f"### {section}\n")
+    end = text.find("\n## ", start)
+    tables, current = [], []
+    for line in text[start:end].splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            if not all(set(c) <= {"-", " "} for c in cells):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def _table(section: str, header: list):
+    found = [t[1:] for t in _tables(section) if t[0] == header]
+    assert len(found) == 1, f"README section {section!r} should hold one table {header}"
+    return found[0]
+
+
+def _code(cell: str):
+    return re.findall(r"`([^`]+)`", cell)
+
+
+PORTING = _table("Porting your code", ["the code does", "before", "after"])
+ALPHA_ROWS = _table("Porting your code", ["the original draws", "`alpha_fn`"])
+
+# which test runs the README row whose first cell holds this phrase
+PORTING_ROWS = {
+    "`LAMBDA = 0.1`": "toy", "`Tensor(np.random.random": "images", "conditional critic":
+    "conditional", "language model": "lm", "full image shape": "full_shape",
+    "trainer method": "trainer", "returning `(gp, norms)`": "method_with_norms",
+    "CTGAN-style": "packed",
+}
+
+
+def _after(key: str):
+    """The statements of the `after` cell of the README row that PORTING_ROWS gives `key`."""
+    phrases = [p for p, k in PORTING_ROWS.items() if k == key]
+    rows = [r for r in PORTING for p in phrases if p in r[0]]
+    assert len(rows) == 1, f"README's porting table should hold one row for {key}"
+    statements = [c for c in _code(rows[0][2]) if c.startswith(("gp = ", "patch_method("))]
+    assert statements, f"README row {rows[0][0]!r}: no statement in its after cell"
+    return statements
+
+
+def test_every_readme_porting_row_is_run():
+    claimed = [k for r in PORTING for p, k in PORTING_ROWS.items() if p in r[0]]
+    assert len(claimed) == len(PORTING) and set(claimed) == set(PORTING_ROWS.values()), (
+        "each row of README's porting table needs its script here (PORTING_ROWS)")
+
+
+_NAMES = {"torch": torch, "np": np, "drop_in_penalty": drop_in_penalty,
+          "patch_method": patch_method}
+
+
+def _readme_penalty(statement: str, **names):
+    """The README's `gp = ...` as a penalty function of (critic, real, fake, labels)."""
+    code = compile(statement, "README.md", "exec")
+
+    def penalty(critic, real, fake, labels=None):
+        scope = {**_NAMES, **names, "netD": critic, "D": critic, "real": real, "fake": fake,
+                 "labels": labels, "device": real.device}
+        exec(code, scope)
+        return scope["gp"]
+
+    return penalty
+
+
+@contextlib.contextmanager
+def _readme_patch(statement: str, cls: type, name: str, **names):
+    """The README's `patch_method(...)` with its class names bound, undone after the block."""
+    assert not is_patched(cls, name)
+    exec(compile(statement, "README.md", "exec"), {**_NAMES, **names})
+    assert is_patched(cls, name), f"{statement!r} did not patch {cls.__qualname__}.{name}"
+    try:
+        yield
+    finally:
+        unpatch_method(cls, name)
 
 
 def _final(penalties, *modules, **extra):
@@ -115,9 +207,9 @@ def run_toy(calc_gradient_penalty):
 
 def test_toy_script_with_lambda_one_tenth_and_cpu_drawn_alpha():
     want = run_toy(toy_calc_gradient_penalty)
-    got = run_toy(lambda netD, real, fake: drop_in_penalty(
-        netD, real, fake, lambda_gp=LAMBDA_TOY, alpha_fn=_cpu_then_move))
-    _assert_runs_agree(got, want)
+    for statement in _after("toy"):
+        got = run_toy(_readme_penalty(statement, LAMBDA=LAMBDA_TOY))
+        _assert_runs_agree(got, want)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,23 +309,20 @@ def run_images(gradient_penalty_of, n_classes=0, batch=8):
 
 def test_image_script_with_numpy_alpha_and_caller_side_lambda():
     want = run_images(lambda D, r, f, labels: compute_gradient_penalty(D, r, f))
-    got = run_images(lambda D, r, f, labels: drop_in_penalty(
-        D, r, f, lambda_gp=1.0, alpha_fn=_numpy_draw))
-    _assert_runs_agree(got, want)
+    for statement in _after("images"):
+        got = run_images(_readme_penalty(statement))
+        _assert_runs_agree(got, want)
 
 
-@pytest.mark.parametrize("by_keyword", [False, True], ids=["positional", "keyword"])
-def test_conditional_critic_with_labels(by_keyword):
+def test_conditional_critic_with_labels():
     device = torch.device("cpu")
     want = run_images(lambda D, r, f, labels: compute_conditional_gradient_penalty(
         D, r, f, labels, device), n_classes=3)
-    if by_keyword:
-        got = run_images(lambda D, r, f, labels: drop_in_penalty(
-            D, r, f, labels=labels, lambda_gp=1.0), n_classes=3)
-    else:
-        got = run_images(lambda D, r, f, labels: drop_in_penalty(
-            D, r, f, labels, lambda_gp=1.0), n_classes=3)
-    _assert_runs_agree(got, want)
+    statements = _after("conditional")
+    assert any("labels=labels" in s for s in statements)  # positional and by keyword
+    for statement in statements:
+        got = run_images(_readme_penalty(statement), n_classes=3)
+        _assert_runs_agree(got, want)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,9 +392,9 @@ def run_lm(calc_gradient_penalty):
 
 def test_language_model_with_the_norm_over_one_axis():
     want = run_lm(lm_calc_gradient_penalty)
-    got = run_lm(lambda netD, real, fake: drop_in_penalty(
-        netD, real, fake, lambda_gp=LAMBDA_LM, norm_dims=1, alpha_fn=_cpu_then_move))
-    _assert_runs_agree(got, want)
+    for statement in _after("lm"):
+        got = run_lm(_readme_penalty(statement, LAMBDA=LAMBDA_LM))
+        _assert_runs_agree(got, want)
     with pytest.warns(UserWarning, match="norm_dims=1"):
         every_axis = run_lm(lambda netD, real, fake: drop_in_penalty(
             netD, real, fake, lambda_gp=LAMBDA_LM, alpha_fn=_cpu_then_move))
@@ -331,16 +420,12 @@ def full_shape_calc_gradient_penalty(netD, real_data, fake_data):
     return ((gradients.norm(2, dim=1) - 1) ** 2).mean() * LAMBDA_GP
 
 
-def _full_shape_alpha(m, like):
-    alpha = torch.rand(m, 1)
-    return alpha.expand(m, like.nelement() // m).contiguous().view(like.shape).to(like.device)
-
-
 def test_full_shape_alpha_drawn_by_the_originals_own_lines():
     want = run_images(lambda D, r, f, labels: full_shape_calc_gradient_penalty(D, r, f) / LAMBDA_GP)
-    got = run_images(lambda D, r, f, labels: drop_in_penalty(
-        D, r, f, lambda_gp=LAMBDA_GP, alpha_fn=_full_shape_alpha) / LAMBDA_GP)
-    _assert_runs_agree(got, want)
+    for statement in _after("full_shape"):
+        penalty = _readme_penalty(statement, LAMBDA=LAMBDA_GP)
+        got = run_images(lambda D, r, f, labels, p=penalty: p(D, r, f) / LAMBDA_GP)
+        _assert_runs_agree(got, want)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,8 +511,16 @@ def run_trainer():
 
 def test_trainer_method_with_logged_norms_and_data_detached_inside():
     want = run_trainer()
-    with patched_method(Trainer, "_gradient_penalty", critic="self.D", lambda_gp="self.gp_weight", eps=1e-12, alpha_fn=_cpu_then_move, record=lambda self, norms: self.losses["gradient_norm"].append(norms.mean().item())):  # noqa: E501
+    (statement,) = _after("trainer")
+    with _readme_patch(statement, Trainer, "_gradient_penalty", Trainer=Trainer):
         got = run_trainer()
+    # Without record= the log would stop after the checked first call: that is said at once.
+    no_record = re.sub(r", record=lambda .*\)$", ")", statement)
+    assert "record=" not in no_record
+    with pytest.warns(RuntimeWarning, match=r"self.losses\['gradient_norm'\] \(0 -> 1\)"):
+        with _readme_patch(no_record, Trainer, "_gradient_penalty", Trainer=Trainer):
+            stale = run_trainer()
+    assert len(stale["losses"]["gradient_norm"]) == 1
     _assert_runs_agree(got, want)
     # The logged norm is the original's norm without eps: equal to ~1e-12 / (2 norm^2).
     assert len(got["losses"]["gradient_norm"]) == STEPS
@@ -497,7 +590,8 @@ def run_conditional():
 
 def test_method_that_takes_the_critic_and_returns_norms():
     want = run_conditional()
-    with patched_method(ConditionalWGAN, "gradient_penalty", critic="critic", inputs=("cond",), lambda_gp="self.lambda_gp", alpha_fn=_in_data_dtype, returns=("penalty", "norms")):  # noqa: E501
+    (statement,) = _after("method_with_norms")
+    with _readme_patch(statement, ConditionalWGAN, "gradient_penalty", GAN=ConditionalWGAN):
         got = run_conditional()
     _assert_runs_agree(got, want)
     for g, w in zip(got["norms"], want["norms"]):
@@ -559,11 +653,100 @@ def run_packed():
     return _final(penalties, disc, gen)
 
 
-@pytest.mark.parametrize("layout", ["ctgan-signature", "named-options"])
-def test_packed_critic_method_with_device_and_pac(layout):
+def test_packed_critic_method_with_device_and_pac():
     want = run_packed()
-    options = {} if layout == "ctgan-signature" else dict(
-        lambda_gp="lambda_", pac="pac", device="device", detach_inputs=False)
-    with patched_method(PackedDiscriminator, **options):
+    (statement,) = _after("packed")
+    with _readme_patch(statement, PackedDiscriminator, "calc_gradient_penalty",
+                       Discriminator=PackedDiscriminator):
         got = run_packed()
     _assert_runs_agree(got, want)
+    with patched_method(PackedDiscriminator, lambda_gp="lambda_", pac="pac", device="device",
+                        detach_inputs=False):
+        got = run_packed()
+    _assert_runs_agree(got, want)
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. README's alpha_fn table: each draw on the left against the alpha_fn (or generator) on the
+#    right, from the same random state, under both default dtypes and for both data dtypes.
+# ---------------------------------------------------------------------------------------------
+
+B, C, H, W = 6, 2, 3, 3
+_DRAW_STARTS = ("torch.rand(", "np.random.")
+
+
+def _alpha_rows():
+    rows = []
+    for left, right in ALPHA_ROWS:
+        draws = [c for c in _code(left) if c.startswith(_DRAW_STARTS)]
+        fix = _code(right)[0]
+        assert draws, f"README alpha row {left!r}: no draw to check"
+        assert fix.startswith("lambda m, like:") or fix == "generator=gen", fix
+        rows.append(pytest.param(draws, fix, id=fix[:40]))
+    return rows
+
+
+def _seed(gen):
+    torch.manual_seed(21)
+    np.random.seed(21)
+    gen.manual_seed(22)
+
+
+def _plain_penalty(critic, real, fake, alpha):
+    """The original's interpolation with its own alpha (its dtype and layout), then the penalty."""
+    a = alpha.reshape(B, *([1] * (real.dim() - 1))) if alpha.numel() == B else alpha
+    x = (a * real + (1 - a) * fake).requires_grad_(True)
+    out = critic(x)
+    (g,) = torch.autograd.grad(out, x, torch.ones_like(out), create_graph=True)
+    return ((g.reshape(B, -1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+@pytest.mark.parametrize("default_dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("data_dtype", [torch.float32, torch.float64], ids=["data32", "data64"])
+@pytest.mark.parametrize("draws, fix", _alpha_rows())
+def test_readme_alpha_rows_draw_what_the_original_draws(draws, fix, data_dtype, default_dtype):
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(default_dtype)
+    try:
+        gen = torch.Generator()
+        data = torch.Generator().manual_seed(0)
+        real = torch.randn(B, C, H, W, generator=data).to(data_dtype)
+        fake = torch.randn(B, C, H, W, generator=data).to(data_dtype)
+        critic = nn.Sequential(nn.Flatten(), nn.Linear(C * H * W, 8), nn.Tanh(),
+                               nn.Linear(8, 1)).to(data_dtype)
+        kwargs = ({"generator": gen} if fix == "generator=gen"
+                  else {"alpha_fn": eval(fix, {"torch": torch, "np": np})})
+        ran = inapplicable = 0
+        for draw in draws:
+            if ".cuda()" in draw and not torch.cuda.is_available():
+                continue
+            scope = {"torch": torch, "np": np, "B": B, "C": C, "H": H, "W": W,
+                     "D": C * H * W, "device": real.device, "real": real, "gen": gen}
+            _seed(gen)
+            alpha = eval(draw, scope)
+            if isinstance(alpha, np.ndarray):  # the codes wrap it in Tensor(...) of their dtype
+                alpha = torch.from_numpy(alpha).to(data_dtype)
+            if torch.result_type(alpha, real) != data_dtype:
+                # a float64 alpha turns float32 data's interpolates into float64, which the
+                # float32 critic refuses: the original cannot run in this combination either
+                inapplicable += 1
+                continue
+            want = _plain_penalty(critic, real, fake, alpha.to(real.device))
+            streams = (torch.rand(2), np.random.random(2), torch.rand(2, generator=gen))
+            _seed(gen)
+            if "alpha_fn" in kwargs:
+                mine = kwargs["alpha_fn"](B, real).reshape(B, -1)[:, 0]
+                assert torch.equal(mine.to(data_dtype).cpu(),
+                                   alpha.reshape(B, -1)[:, 0].to(data_dtype).cpu()), draw
+                _seed(gen)
+            got = drop_in_penalty(critic, real, fake, lambda_gp=1.0, **kwargs)
+            after = (torch.rand(2), np.random.random(2), torch.rand(2, generator=gen))
+            assert all(np.array_equal(np.asarray(a), np.asarray(b))
+                       for a, b in zip(after, streams)), f"{draw}: other random streams after"
+            rtol = 1e-5 if data_dtype == torch.float32 else 1e-12
+            torch.testing.assert_close(got, want, rtol=rtol, atol=0, msg=draw)
+            ran += 1
+        assert ran or (inapplicable and default_dtype != data_dtype), (
+            f"none of {draws} can run here")
+    finally:
+        torch.set_default_dtype(before)

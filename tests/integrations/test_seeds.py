@@ -163,6 +163,22 @@ def test_bad_input_is_a_clear_error():
         seeds.WassersteinGANLoss(lambda_gp="ten")
 
 
+def test_another_codes_call_with_labels_where_the_device_goes_is_refused():
+    # A public compute_gradient_penalty(D, real, fake, labels) is another function: the labels
+    # land on seed 002's device argument; the error points to drop_in_penalty.
+    critic = MLPCritic(10)
+    real, fake = _batch((4, 10))
+    labels = torch.tensor([0, 1, 0, 1])
+    with pytest.raises(TypeError) as info:
+        seeds.compute_gradient_penalty(critic, real, fake, labels)
+    message = str(info.value)
+    for word in ("device must be a device", "got Tensor", "drop_in_penalty"):
+        assert word in message, f"{word!r} not in {message!r}"
+    with pytest.raises(TypeError, match="device must be a device"):
+        seeds.gradient_penalty(critic, real, fake, None)
+    assert torch.isfinite(seeds.compute_gradient_penalty(critic, real, fake, torch.device("cpu")))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_seed003_on_gpu():

@@ -85,6 +85,23 @@ def test_npz_needs_a_key_when_ambiguous(tmp_path):
     assert resized.data.shape == (2, 1, 8, 8)
 
 
+def test_an_npz_key_with_a_npy_file_or_other_data_is_refused(tmp_path):
+    # A .npy holds one unnamed array: a key asked for an array of a .npz, and reading the file
+    # anyway would train on whatever it holds.
+    path = tmp_path / "imgs.npy"
+    np.save(path, np.linspace(0, 1, 32).reshape(2, 4, 4))
+    with pytest.raises(ValueError) as info:
+        data.load_image_array(str(path), key="b")
+    message = str(info.value)
+    for word in (str(path), "a .npy file", "key 'b' (--npz-key)", "drop --npz-key"):
+        assert word in message, f"{word!r} not in {message!r}"
+    with pytest.raises(ValueError, match="imgs.npy.*--npz-key"):
+        data.load_dataset("images", str(path), npz_key="b")
+    with pytest.raises(ValueError, match=r"--npz-key .* dataset 'ring8'"):
+        data.load_dataset("ring8", npz_key="b")
+    assert data.load_dataset("images", str(path)).data.shape == (2, 1, 4, 4)
+
+
 def test_bad_image_files_name_the_path(tmp_path):
     missing = tmp_path / "nope.npy"
     with pytest.raises(FileNotFoundError, match="nope.npy"):

@@ -114,8 +114,10 @@ class PatchHandle:
         self.original = original
         self.options = dict(options)
         self.replacement = replacement
+        # verified: no first-call check is pending (it passed, the original raised so there was
+        # nothing to compare with, or verify=False). checked: a call's result matched the
+        # original's. The same meaning on the CTGAN-signature and the layout paths.
         self.verified = not options.get("verify", False)
-        # True once a call matched the original: verification then spoke for the layout.
         self.checked = False
 
     @property
@@ -184,18 +186,41 @@ def _cuda_indices(*devices) -> List[int]:
 
 
 @contextlib.contextmanager
-def _buffers_restored(module):
-    """Leave a module's buffers (BatchNorm statistics and the like) as they were."""
-    if not isinstance(module, torch.nn.Module):
-        yield
-        return
-    saved = [(b, b.detach().clone()) for b in module.buffers()]
+def _buffers_kept(*modules):
+    """Run the block on copies of the modules' buffers (BatchNorm statistics and the like), then
+    give each module back the very tensors it had.
+
+    Writing saved values back into the buffers would bump their version counters, and a graph
+    the caller built before this call may have saved them (BatchNorm saves its running
+    statistics for its backward): that graph's backward would then fail as "modified by an
+    inplace operation". Swapping copies in and the originals back leaves the originals unread
+    and unwritten by the block.
+    """
+    swapped = []
+    copies: Dict[int, Tensor] = {}
+    seen = set()
+    for module in modules:
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for sub in module.modules():
+            if id(sub) in seen:
+                continue
+            seen.add(id(sub))
+            for name, buffer in sub._buffers.items():
+                if buffer is None:
+                    continue
+                # A buffer registered in two modules stays one tensor, as the original code sees.
+                if id(buffer) not in copies:
+                    copies[id(buffer)] = buffer.detach().clone().requires_grad_(
+                        buffer.requires_grad)
+                swapped.append((sub, name, buffer))
     try:
+        for sub, name, buffer in swapped:
+            sub._buffers[name] = copies[id(buffer)]
         yield
     finally:
-        with torch.no_grad():
-            for b, copy in saved:
-                b.copy_(copy)
+        for sub, name, buffer in swapped:
+            sub._buffers[name] = buffer
 
 
 @contextlib.contextmanager
@@ -218,7 +243,7 @@ def _original_value(original: Callable, args: tuple, kwargs: dict, owner, real,
                     device) -> Tensor:
     """The original method's penalty on a forked RNG state, the caller's state left untouched."""
     with _rng_forked(getattr(real, "device", None), device):
-        with _buffers_restored(owner):
+        with _buffers_kept(owner):
             value = original(*args, **kwargs)
     if not isinstance(value, Tensor):
         raise TypeError(f"the original method returned {type(value).__name__}, not a Tensor")
@@ -256,7 +281,7 @@ def _make_replacement(handle_box: list, original: Callable, sig: inspect.Signatu
                                             a["device"], a["pac"], a["lambda_"], backend=backend)
         if reference is not None:
             _compare(handle, value, reference)
-            handle.verified = True
+            handle.verified = handle.checked = True
         return value
 
     calc_gradient_penalty.__wgangp_fast_patch__ = True
@@ -491,6 +516,49 @@ def _differences(got, want, path: str) -> List[str]:
     return [] if got == want else [f"{path}: {got!r} vs {want!r}"]
 
 
+def _bookkeeping(owner, self_name: Optional[str]) -> Dict[str, Any]:
+    """What an original's own logging may change on its instance: the lengths of its list
+    attributes and of the lists in its dict attributes (a key added counts), and its numbers."""
+    try:
+        attributes = vars(owner)
+    except TypeError:
+        return {}
+    seen: Dict[str, Any] = {}
+    for name, value in attributes.items():
+        where = f"{self_name}.{name}"
+        if isinstance(value, list):
+            seen[where] = len(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, list):
+                    seen[f"{where}[{key!r}]"] = len(item)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            seen[where] = value
+    return seen
+
+
+def _changes(before: Dict[str, Any], after: Dict[str, Any]) -> List[str]:
+    out = []
+    for where, now in after.items():
+        was = before.get(where, _MISSING)
+        if was is _MISSING:
+            out.append(f"{where} (new)")
+        elif was != now:
+            out.append(f"{where} ({was} -> {now})")
+    return out
+
+
+def _warn_unrecorded(handle: PatchHandle, changed: List[str]) -> None:
+    """The original logged on its instance and no record= does it after the first call: say so
+    at once, rather than leave a log that silently stops."""
+    warnings.warn(
+        f"the original {_qualname(handle.cls, handle.name)} changed {', '.join(changed)} on its "
+        f"first call, and the patched method will not do that again (it no longer runs the "
+        f"original): pass record=callable(self, norms) to patch_method to keep that "
+        f"bookkeeping, e.g. record=lambda self, n: <the list>.append(n.mean().item()), or "
+        f"record=lambda self, n: None where it does not matter", RuntimeWarning, stacklevel=3)
+
+
 def _make_layout_replacement(handle_box: list, func: Callable, plan: _Plan,
                              backend: str) -> Callable:
     layout = plan.layout
@@ -507,11 +575,15 @@ def _make_layout_replacement(handle_box: list, func: Callable, plan: _Plan,
             V.tensor(plan.real_name, real)
             check_device("device", plan.device(a), real, plan.real_name)
         reference = None
+        changed: List[str] = []
         if not handle.verified:
             try:
+                before = _bookkeeping(owner, plan.self_name) if owner is not None else {}
                 with _rng_forked(getattr(real, "device", None)):
-                    with _buffers_restored(critic), _buffers_restored(owner):
+                    with _buffers_kept(critic, owner):
                         reference = _detached(func(*args, **kwargs))
+                if owner is not None and layout.record is None:
+                    changed = _changes(before, _bookkeeping(owner, plan.self_name))
             except Exception as exc:  # the unpatched code would fail here too: say so, go on
                 _unchecked(handle, exc)
         if reference is None and not handle.checked:
@@ -536,6 +608,8 @@ def _make_layout_replacement(handle_box: list, func: Callable, plan: _Plan,
                     f"norm_dims, which arguments are real and fake, how alpha is drawn "
                     f"(alpha_fn) and returns; the patch is still active: handle.unpatch()")
             handle.verified = handle.checked = True
+            if changed:
+                _warn_unrecorded(handle, changed)
         return value
 
     replacement.__wgangp_fast_patch__ = True
@@ -653,9 +727,12 @@ def patch_method(cls: type, name: str = "calc_gradient_penalty", *, backend: str
       called with detached per-group norms.
 
     backend: the wgangp_fast backend ("auto" picks by device). verify: run the original on the
-    first call too (same RNG state for torch, numpy and random; module buffers restored) and
-    compare results. The original's side effects of that call stand, so `record` skips it.
-    Already patched with the same options: a RuntimeWarning and the existing handle.
+    first call too (same RNG state for torch, numpy and random; the modules' buffers swapped for
+    copies, so what a graph built before the call saved stays untouched) and compare results.
+    The original's side effects of that call stand, so `record` skips it; an original that
+    changed its instance's lists or numbers without a `record` warns, since the patched method
+    will not do that again. Already patched with the same options: a RuntimeWarning and the
+    existing handle.
     """
     options = _layout_options(backend, verify, dict(
         lambda_gp=lambda_gp, critic=critic, real=real, fake=fake, inputs=inputs,

@@ -29,6 +29,14 @@ __all__ = ["WassersteinGANLoss", "compute_gradient_penalty", "gradient_penalty"]
 
 def _seed_penalty(critic, real: Tensor, fake: Tensor, device, lambda_gp) -> Tensor:
     V.pair(real, fake)
+    if not isinstance(device, (str, int, torch.device)) or isinstance(device, bool):
+        raise TypeError(
+            f"device must be a device (a str or torch.device, where alpha is drawn), got "
+            f"{type(device).__name__}: these drop-ins have the seed codes' signatures "
+            f"(critic, real, fake, device). For another code's penalty function (a conditional "
+            f"critic's labels, no device argument, a numpy alpha) call "
+            f"wgangp_fast.drop_in_penalty(critic, real, fake, *inputs, lambda_gp=...) instead "
+            f"(README, 'Porting your code')")
     alpha = torch.rand(real.shape[0], device=device)
     return _fused_penalty(critic, real, fake, lambda_gp=lambda_gp,
                           alpha=alpha.to(real.device), detach_inputs=False)

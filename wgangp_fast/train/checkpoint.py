@@ -39,6 +39,7 @@ __all__ = [
     "OutputFolderError",
     "atomic_save",
     "check_checkpoint",
+    "check_optimizer_state",
     "lock_output_folder",
     "read_checkpoint",
 ]
@@ -355,6 +356,7 @@ def check_checkpoint(state: Any, path: str = "checkpoint") -> Dict[str, Any]:
     if wrong:
         raise CheckpointError(f"{path}: a damaged or foreign checkpoint ({'; '.join(wrong)}): "
                               f"{fix}")
+    _check_random_states(state, path)
     bad = []
     for part in _FINITE_PARTS:
         bad += _non_finite(state.get(part), part)
@@ -364,6 +366,203 @@ def check_checkpoint(state: Any, path: str = "checkpoint") -> Dict[str, Any]:
                               f"so a run resumed from it cannot recover: start a new run without "
                               f"--resume, or resume from an earlier copy of the checkpoint")
     return state
+
+
+_DAMAGED_FIX = ("resume from an earlier copy of the checkpoint, or start a new run without "
+                "--resume")
+
+
+def _shown(value: Any) -> str:
+    """A short description of a checkpoint entry for an error message."""
+    if value is _ABSENT:
+        return "absent"
+    if isinstance(value, Tensor):
+        dtype = str(value.dtype).replace("torch.", "")
+        article = "an" if dtype.startswith("int") else "a"
+        return f"{article} {dtype} tensor of shape {list(value.shape)}"
+    if isinstance(value, (bool, int, float)) or value is None:
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+_ABSENT = object()
+
+
+def _damaged(path: str, entry: str, expected: str, got: str) -> CheckpointError:
+    return CheckpointError(f"{path}: the checkpoint's {entry} is damaged: expected {expected}, "
+                           f"got {got}; {_DAMAGED_FIX}")
+
+
+def _entry(parent: Dict[str, Any], key: str, path: str, where: str, expected: str) -> Any:
+    value = parent.get(key, _ABSENT) if isinstance(parent, dict) else _ABSENT
+    if value is _ABSENT:
+        raise _damaged(path, f"{where}.{key}", expected, "absent")
+    return value
+
+
+def _check_generator_state(value: Any, path: str, where: str) -> None:
+    """A torch CPU generator's state (what Generator.get_state returns): checked by setting it
+    on a throwaway generator, which refuses what restoring would refuse."""
+    size = torch.Generator().get_state().numel()
+    expected = f"a torch CPU generator's state (a uint8 tensor of {size} values)"
+    if not isinstance(value, Tensor) or value.dtype != torch.uint8 or value.shape != (size,):
+        raise _damaged(path, where, expected, _shown(value))
+    try:
+        torch.Generator().set_state(value)
+    except (RuntimeError, TypeError) as exc:
+        raise _damaged(path, where, expected, f"a state torch refuses ({exc})") from None
+
+
+def _check_rng(rng: Any, path: str, where: str) -> None:
+    """What rng_state captured: each part set on a throwaway generator of its library."""
+    if not isinstance(rng, dict):
+        raise _damaged(path, where, "a dict of torch, numpy, python and cuda states", _shown(rng))
+    _check_generator_state(_entry(rng, "torch", path, where, "a torch CPU generator's state"),
+                           path, f"{where}.torch")
+    numpy_expected = "numpy's MT19937 state (keys: an int64 tensor of 624 values, pos: 0..624)"
+    np_state = _entry(rng, "numpy", path, where, numpy_expected)
+    if not isinstance(np_state, dict):
+        raise _damaged(path, f"{where}.numpy", numpy_expected, _shown(np_state))
+    keys = _entry(np_state, "keys", path, f"{where}.numpy", numpy_expected)
+    if not isinstance(keys, Tensor) or keys.dtype != torch.int64 or keys.shape != (624,):
+        raise _damaged(path, f"{where}.numpy.keys", "an int64 tensor of 624 values",
+                       _shown(keys))
+    pos = _entry(np_state, "pos", path, f"{where}.numpy", "an int in 0..624")
+    # numpy takes any pos and reads past its 624 keys at the next draw
+    if isinstance(pos, bool) or not isinstance(pos, int) or not 0 <= pos <= 624:
+        raise _damaged(path, f"{where}.numpy.pos", "an int in 0..624", _shown(pos))
+    has_gauss = _entry(np_state, "has_gauss", path, f"{where}.numpy", "0 or 1")
+    cached = _entry(np_state, "cached_gaussian", path, f"{where}.numpy", "a float")
+    try:
+        np.random.RandomState().set_state(("MT19937", keys.numpy().astype(np.uint32), pos,
+                                           has_gauss, cached))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise _damaged(path, f"{where}.numpy", numpy_expected,
+                       f"a state numpy refuses ({exc})") from None
+    python_expected = "Python's random state (version 3, a tensor of 625 integers, gauss_next)"
+    py = _entry(rng, "python", path, where, python_expected)
+    try:
+        random.Random().setstate((py["version"], tuple(int(v) for v in py["state"].tolist()),
+                                  py["gauss_next"]))
+    except (KeyError, AttributeError, TypeError, ValueError) as exc:
+        got = f"a state Python refuses ({exc!r})" if isinstance(py, dict) else _shown(py)
+        raise _damaged(path, f"{where}.python", python_expected, got) from None
+    cuda = _entry(rng, "cuda", path, where, "a list of CUDA generator states")
+    if not isinstance(cuda, (list, tuple)):
+        raise _damaged(path, f"{where}.cuda", "a list of CUDA generator states", _shown(cuda))
+    for i, s in enumerate(cuda):
+        if not isinstance(s, Tensor) or s.dtype != torch.uint8 or s.dim() != 1 or not s.numel():
+            raise _damaged(path, f"{where}.cuda[{i}]", "a CUDA generator's state (a 1-D uint8 "
+                           "tensor)", _shown(s))
+
+
+def _check_sampler(sampler: Any, path: str, where: str) -> None:
+    expected = "the batch sampler's generator state"
+    _check_generator_state(_entry(sampler, "generator", path, where, expected), path,
+                           f"{where}.generator")
+
+
+def _check_random_states(state: Dict[str, Any], path: str) -> None:
+    """The sampler and RNG entries (each rank's too) restore, checked before anything loads."""
+    _check_sampler(state["sampler"], path, "sampler")
+    _check_rng(state["rng"], path, "rng")
+    ranks = state.get("ranks") or []
+    if not isinstance(ranks, (list, tuple)):
+        raise _damaged(path, "ranks", "a list of each rank's rng and sampler", _shown(ranks))
+    for i, own in enumerate(ranks):
+        if not isinstance(own, dict):
+            raise _damaged(path, f"ranks[{i}]", "a dict of rng and sampler", _shown(own))
+        _check_sampler(_entry(own, "sampler", path, f"ranks[{i}]", "the rank's sampler state"),
+                       path, f"ranks[{i}].sampler")
+        _check_rng(_entry(own, "rng", path, f"ranks[{i}]", "the rank's RNG states"), path,
+                   f"ranks[{i}].rng")
+
+
+def _probe_state(optimizer: torch.optim.Optimizer, group: Dict[str, Any]) -> Dict[str, Any] | None:
+    """What one step of this optimizer keeps for a parameter of `group`: {key: "elementwise"
+    (a tensor of the parameter's shape), "scalar" (one value) or "other"}; None when a probe
+    step cannot tell (an optimizer that needs a closure, say)."""
+    hyper = {k: v for k, v in group.items() if k != "params"}
+    if isinstance(hyper.get("lr"), Tensor):
+        hyper["lr"] = float(hyper["lr"])
+    # the per-parameter entries are the same without these; with them a probe on the CPU fails
+    for flag in ("capturable", "fused", "differentiable"):
+        if hyper.get(flag):
+            hyper[flag] = False
+    param = torch.zeros(2, requires_grad=True)
+    try:
+        probe = type(optimizer)([param], **hyper)
+        param.grad = torch.zeros(2)
+        probe.step()
+    except Exception:  # noqa: BLE001 - a probe that cannot run only leaves the keys unchecked
+        return None
+    kinds = {}
+    for key, value in probe.state[param].items():
+        if isinstance(value, Tensor) and value.shape == param.shape:
+            kinds[key] = "elementwise"
+        elif isinstance(value, Tensor) and value.numel() == 1 or isinstance(value, (int, float)):
+            kinds[key] = "scalar"
+        else:
+            kinds[key] = "other"
+    return kinds
+
+
+def check_optimizer_state(saved: Any, optimizer: torch.optim.Optimizer, path: str,
+                          where: str) -> None:
+    """A CheckpointError naming the entry unless `saved` (an optimizer state_dict) loads into
+    `optimizer` and steps: its groups hold as many parameters as the optimizer's, its per-parameter
+    state names parameters that exist, with the entries one step of this optimizer keeps, each
+    moment of its parameter's shape (torch's load_state_dict takes any shape, and the first step
+    then fails on a size mismatch)."""
+    groups = saved.get("param_groups", _ABSENT) if isinstance(saved, dict) else _ABSENT
+    if not isinstance(groups, list):
+        raise _damaged(path, f"{where}.param_groups",
+                       f"a list of {len(optimizer.param_groups)} parameter groups", _shown(groups))
+    if len(groups) != len(optimizer.param_groups):
+        raise _damaged(path, f"{where}.param_groups",
+                       f"{len(optimizer.param_groups)} parameter groups (the model's)",
+                       f"{len(groups)}")
+    params: Dict[Any, Tuple[Tensor, Dict[str, Any]]] = {}
+    for i, (group, own) in enumerate(zip(groups, optimizer.param_groups)):
+        ids = group.get("params") if isinstance(group, dict) else None
+        if not isinstance(ids, list) or len(ids) != len(own["params"]):
+            got = f"{len(ids)} parameters" if isinstance(ids, list) else _shown(group)
+            raise _damaged(path, f"{where}.param_groups[{i}]",
+                           f"a group of {len(own['params'])} parameters (the model's)", got)
+        for key, p in zip(ids, own["params"]):
+            params[key] = (p, own)
+    per_param = saved.get("state", _ABSENT)
+    if not isinstance(per_param, dict):
+        raise _damaged(path, f"{where}.state", "a dict of per-parameter state",
+                       _shown(per_param))
+    probes: Dict[int, Dict[str, Any] | None] = {}
+    for key, entries in per_param.items():
+        entry = f"{where}.state.{key}"
+        if key not in params:
+            known = list(params)
+            shown = f"{known[0]}..{known[-1]}" if known else "none"
+            raise CheckpointError(f"{path}: the checkpoint's {entry} is damaged: it names no "
+                                  f"parameter {key} (the groups hold {shown}); {_DAMAGED_FIX}")
+        param, own = params[key]
+        if not isinstance(entries, dict):
+            raise _damaged(path, entry, "a dict of this parameter's state", _shown(entries))
+        if id(own) not in probes:
+            probes[id(own)] = _probe_state(optimizer, own)
+        kinds = probes[id(own)]
+        if kinds is not None and set(entries) != set(kinds):
+            raise _damaged(path, entry, f"the entries {sorted(kinds)} that "
+                           f"{type(optimizer).__name__} keeps", f"{sorted(entries)}")
+        for name, value in entries.items():
+            kind = kinds.get(name) if kinds is not None else (
+                "elementwise" if isinstance(value, Tensor) and value.numel() > 1 else None)
+            if kind == "elementwise" and (not isinstance(value, Tensor)
+                                          or value.shape != param.shape):
+                raise _damaged(path, f"{entry}.{name}",
+                               f"a tensor of its parameter's shape {list(param.shape)}",
+                               _shown(value))
+            if kind == "scalar" and not (isinstance(value, (int, float)) or (
+                    isinstance(value, Tensor) and value.numel() == 1)):
+                raise _damaged(path, f"{entry}.{name}", "one value", _shown(value))
 
 
 def portable_optimizer_state(optimizer_state: Dict[str, Any]) -> Dict[str, Any]:

@@ -182,10 +182,18 @@ class WGANGPConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> WGANGPConfig:
-        """The config of to_dict's dict (config.json, a checkpoint's "config"); keys this version
-        does not know are left out."""
+        """The config of to_dict's dict (config.json, a checkpoint's "config"). A key this version
+        does not know is a ValueError naming it: it comes from another version, and a run
+        continued without that setting would not be the run the checkpoint saved."""
         names = {f.name for f in dataclasses.fields(cls)}
-        kept = {k: v for k, v in d.items() if k in names}
+        unknown = sorted(k for k in d if k not in names)
+        if unknown:
+            shown = ", ".join(f"{k!r} = {d[k]!r}" for k in unknown)
+            raise ValueError(
+                f"unknown setting{'s' if len(unknown) > 1 else ''} {shown}: written by another "
+                f"version of wgangp_fast, whose run this one cannot continue as saved; resume "
+                f"with that version, or start a new run")
+        kept = dict(d)
         if "categorical" in kept:
             kept["categorical"] = tuple(kept["categorical"] or ())
         return cls(**kept)

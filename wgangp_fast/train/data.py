@@ -224,7 +224,8 @@ def load_image_array(path: str, key: str | None = None,
     """Images from a local .npy or .npz file ([N, H, W], [N, C, H, W] or [N, H, W, C]).
 
     uint8 arrays are read as 0..255; float arrays are scaled from their own min..max to [-1, 1].
-    In a .npz the array is `key`, else the only array, else one named x, images, data or arr_0.
+    In a .npz the array is `key`, else the only array, else one named x, images, data or arr_0;
+    a key with a .npy file is an error (it holds one unnamed array).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path}")
@@ -248,6 +249,10 @@ def load_image_array(path: str, key: str | None = None,
                                      f"(--npz-key)")
             arr = loaded[chosen]
     else:
+        if key is not None:
+            raise ValueError(f"{path} is a .npy file, which holds one unnamed array: key {key!r} "
+                             f"(--npz-key) names an array of a .npz file; drop --npz-key, or "
+                             f"pass the .npz file")
         arr = loaded
     arr, low, high = _array_images(arr, path)
     images = _resize(_to_unit_range(arr, low, high), image_size, path)
@@ -433,6 +438,9 @@ def load_dataset(name: str, path: str | None = None, *, image_size: int | None =
     mnist (a local MNIST folder at `path`) or csv (a table at `path`)."""
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {name!r}")
+    if npz_key is not None and name != "images":
+        raise ValueError(f"--npz-key {npz_key!r} chooses an array of an --images .npz file; "
+                         f"dataset {name!r} has none: drop --npz-key")
     if name in ("images", "mnist", "csv"):
         if not path:
             raise ValueError(f"dataset {name!r} needs a path to a local file or folder "

@@ -586,12 +586,14 @@ class WGANGPTrainer:
         models this trainer's data builds), so a refused one changes nothing."""
         ckpt_mod.check_checkpoint(state, path)
         self._check_data_matches(state)
+        if self.generator_ema is not None and "generator_ema" not in state:
+            raise ValueError("the checkpoint has no averaged generator (generator_ema) but "
+                             "the config has ema_decay > 0")
+        for name in ("optimizer_g", "optimizer_c"):
+            ckpt_mod.check_optimizer_state(state[name], getattr(self, name), path, name)
         self.generator.load_state_dict(state["generator"])
         self.critic.load_state_dict(state["critic"])
         if self.generator_ema is not None:
-            if "generator_ema" not in state:
-                raise ValueError("the checkpoint has no averaged generator (generator_ema) but "
-                                 "the config has ema_decay > 0")
             self.generator_ema.load_state_dict(state["generator_ema"])
         self.optimizer_g.load_state_dict(state["optimizer_g"])
         self.optimizer_c.load_state_dict(state["optimizer_c"])
