@@ -7,16 +7,16 @@ a GPU (`make gpu-check`)."""
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 import torch
 import torch.distributed
-import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from wgangp_fast.steps import CriticStep, GeneratorStep
 from wgangp_fast.train.models import MLPCritic, MLPGenerator
+
+from .. import ranks as ranks_mod
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="torch.distributed is not available")
@@ -26,7 +26,6 @@ CASES = {"eager": {"mode": "eager"},
          "eager-separate": {"mode": "eager", "separate_backward": True},
          "compile": {"mode": "compile", "compile_options": {"backend": "aot_eager"}}}
 SPAWN_TIMEOUT_S = 180
-_LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo"} if os.path.exists("/sys/class/net/lo") else {}
 
 
 def _models():
@@ -56,10 +55,7 @@ def _flat(module):
 
 
 def _worker(rank: int, folder: str) -> None:
-    os.environ.update(**_LOOPBACK)
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/rendezvous",
-                                         rank=rank, world_size=WORLD)
+    ranks_mod.init_group(rank, WORLD, folder)
     out = {}
     try:
         real, fake, alphas, z = _data()
@@ -115,15 +111,8 @@ def _reference():
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("ddp_steps"))
-    ctx = mp.spawn(_worker, args=(folder,), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + SPAWN_TIMEOUT_S
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"the {WORLD} ranks did not finish within {SPAWN_TIMEOUT_S} s")
-    return [torch.load(os.path.join(folder, f"rank{r}.pt")) for r in range(WORLD)]
+    return ranks_mod.spawn(_worker, WORLD, str(tmp_path_factory.mktemp("ddp_steps")),
+                           SPAWN_TIMEOUT_S)
 
 
 @pytest.mark.parametrize("case", list(CASES))

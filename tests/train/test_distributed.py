@@ -10,14 +10,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import torch.distributed
-import torch.multiprocessing as mp
 
 from wgangp_fast.train import WGANGPConfig, WGANGPTrainer, distributed
+
+from ..ranks import LOOPBACK, init_group, spawn
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="torch.distributed is not available")
@@ -26,9 +26,6 @@ WORLD = 2
 HALF = 8  # per-rank batch; a multiple of PAC, so no pac group straddles two ranks
 PAC = 2
 SPAWN_TIMEOUT_S = 120  # the two ranks take 5 s on this 2-core machine
-# gloo connects the ranks through the address the host name resolves to; on a machine without a
-# network that may lead nowhere. Loopback always works for ranks on one machine.
-_LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo"} if os.path.exists("/sys/class/net/lo") else {}
 
 
 def _config(**kw):
@@ -83,14 +80,9 @@ def _params(module):
 
 
 def _worker(rank: int, folder: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), **_LOOPBACK)
-    torch.set_num_threads(1)
-    # The ranks meet through a file, not a TCP port picked in advance: another process can take
-    # such a port before rank 0 binds it, and rank 1 then waits on a stranger's store (a suite run
-    # with 4 workers on the GPU machine once stalled here). The trainer uses the group as it is;
-    # torchrun's own rendezvous is tested below.
-    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/rendezvous",
-                                         rank=rank, world_size=WORLD)
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    # the trainer uses the group as it is; torchrun's own rendezvous is tested below
+    init_group(rank, WORLD, folder)
     out = {}
     try:
         t = WGANGPTrainer(_config())
@@ -126,16 +118,7 @@ def _worker(rank: int, folder: str) -> None:
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("ddp"))
-    # join with a deadline: a rank stuck in the rendezvous (gloo waits 30 minutes by default) must
-    # fail this test, not hang the suite.
-    ctx = mp.spawn(_worker, args=(folder,), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + SPAWN_TIMEOUT_S
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"the {WORLD} ranks did not finish within {SPAWN_TIMEOUT_S} s")
-    return folder, [torch.load(os.path.join(folder, f"rank{r}.pt")) for r in range(WORLD)]
+    return folder, spawn(_worker, WORLD, folder, SPAWN_TIMEOUT_S)
 
 
 def test_two_ranks_of_half_a_batch_give_the_whole_batch_gradient(two_ranks):
@@ -176,7 +159,7 @@ def test_a_resumed_distributed_run_ends_with_the_same_weights(two_ranks):
 
 def test_torchrun_cli_trains_and_only_rank_0_writes(tmp_path):
     out = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", **_LOOPBACK)
+    env = dict(os.environ, OMP_NUM_THREADS="1", **LOOPBACK)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            str(WORLD), "-m", "wgangp_fast", "train", "--out", str(out), "--steps", "2",
            "--batch", "8", "--hidden-dim", "8", "--latent-dim", "4", "--n-critic", "1",
