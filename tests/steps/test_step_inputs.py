@@ -101,18 +101,21 @@ def test_alpha_fn_reproduces_a_codes_own_draw_in_every_mode(mode):
 
 
 def test_alpha_fn_in_a_train_step_and_its_errors():
+    """In eager mode the draw comes where the code draws it: after D(real) and D(fake)."""
     torch.manual_seed(2)
     gen = MLPGenerator(2, 4, (3,), output_activation=None, batch_norm=False)
     critic = MLPCritic((3,), hidden_dim=4)
-    calls = []
+    events = []
+    critic.register_forward_pre_hook(lambda module, args: events.append("D"))
     train = TrainStep(
         CriticStep(critic, torch.optim.SGD(critic.parameters(), lr=0.1), gp_every=2,
-                   alpha_fn=lambda m, like: calls.append(m) or torch.rand(m, 1).to(like),
+                   alpha_fn=lambda m, like: events.append(m) or torch.rand(m, 1).to(like),
                    mode="eager"),
         GeneratorStep(gen, critic, torch.optim.SGD(gen.parameters(), lr=0.1), mode="eager"),
         latent_dim=2, n_critic=3)
     train(torch.randn(3, 4, 3))
-    assert calls == [4, 4]  # steps 0 and 2 of gp_every 2
+    # steps 0 and 2 of gp_every 2 carry the penalty; the last D scores the generator's fakes
+    assert events == ["D", "D", 4, "D", "D", "D", "D", "D", 4, "D", "D"]
     with pytest.raises(TypeError, match="alpha_fn must be callable"):
         CriticStep(critic, torch.optim.SGD(critic.parameters(), lr=0.1), alpha_fn=3)
     with pytest.raises(ValueError, match="alpha_fn draws interpolation weights.*'r1'"):

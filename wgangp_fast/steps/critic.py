@@ -303,9 +303,9 @@ class CriticStep(StepBase):
 
     # -- the call ----------------------------------------------------------------------------
 
-    def draws_alpha_outside(self) -> bool:
+    def draws_alpha_outside(self, mode: str) -> bool:
         """Whether alpha_fn's draw happens before the step body (every mode but eager)."""
-        return self.alpha_fn is not None and self.mode != "eager"
+        return self.alpha_fn is not None and mode != "eager"
 
     def draw_alpha(self, real: Tensor) -> Tensor:
         """alpha_fn's draw for a batch like `real`, as the M per-group values on real's device."""
@@ -331,7 +331,8 @@ class CriticStep(StepBase):
         self._resolve(real.device, self._first_call(real, inputs))
         regularise = self.regularises(self.calls)
         self.calls += 1
-        alpha = self.draw_alpha(real) if regularise and self.draws_alpha_outside() else None
+        alpha = self.draw_alpha(real) if regularise and self.draws_alpha_outside(self.mode) \
+            else None
 
         def graphed():
             drawn = alpha is not None

@@ -128,7 +128,7 @@ class TrainStep(StepBase):
         self._resolve(reals[0].device, c._first_call(reals[0], ()))
         pattern = tuple(c.regularises(c.calls + i) for i in range(self.n_critic))
         c.calls += self.n_critic
-        alphas = [c.draw_alpha(r) if regularise and c.draws_alpha_outside() else None
+        alphas = [c.draw_alpha(r) if regularise and c.draws_alpha_outside(self.mode) else None
                   for r, regularise in zip(reals, pattern)]
 
         def graphed():
