@@ -1,7 +1,7 @@
 """DistributedDataParallel models in the step classes, on the CPU with 2 gloo ranks: each rank
 steps on its half of a batch, and the weights after two critic steps and a generator step equal
 a plain-autograd double-backward computation of the rank-averaged gradients (float64, 1e-10), in
-eager mode (one backward or seed 000's two) and in compile mode. The graph modes with NCCL run on
+eager mode (its two backward calls, averaged after both) and in compile mode. The graph modes with NCCL run on
 a GPU (`make gpu-check`)."""
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
 
 WORLD, HALF, DIM, LATENT, LR = 2, 4, 3, 2, 0.05
 CASES = {"eager": {"mode": "eager"},
-         "eager-separate": {"mode": "eager", "separate_backward": True},
          "compile": {"mode": "compile", "compile_options": {"backend": "aot_eager"}}}
 SPAWN_TIMEOUT_S = 180
 
@@ -68,7 +67,6 @@ def _worker(rank: int, folder: str) -> None:
                               alpha_fn=lambda m, like, d=draws: next(d), **options)
             for _ in range(2):
                 step(real[rows], fake[rows])
-            options = {k: v for k, v in options.items() if k != "separate_backward"}
             gen_step = GeneratorStep(ddp_g, ddp_c, torch.optim.SGD(generator.parameters(), lr=LR),
                                      **options)
             gen_step(z[rows])

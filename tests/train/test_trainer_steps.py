@@ -37,7 +37,7 @@ def _weights(t):
     {"method": "gp"}, {"method": "lp"}, {"method": "r1"}, {"method": "r2"},
     {"method": "dragan"}, {"method": "clip", "gp_every": 1}, {"method": "sn", "gp_every": 1},
     {"penalty_impl": "autograd"}, {"gp_every": 4, "lazy_adam_correction": True},
-    {"precision": "bf16"}, {"precision": "fp16"}, {"separate_backward": True},
+    {"precision": "bf16"}, {"precision": "fp16"},
     {"model": "pac", "pac": 2},
 ], ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
 def test_every_configuration_runs_its_critic_steps_through_criticstep(setting, monkeypatch):
@@ -122,7 +122,6 @@ def test_compile_mode_runs_what_the_eager_loop_runs(setting):
 
 @pytest.mark.parametrize("mode, setting, message", [
     ("compile", {"method": "sn", "gp_every": 1}, "spectral norm"),
-    ("compile", {"separate_backward": True}, "separate_backward"),
     ("graph", {"precision": "fp16", "gp_every": 1}, "GradScaler"),
 ])
 def test_configurations_a_mode_cannot_run_are_refused_before_training(mode, setting, message):

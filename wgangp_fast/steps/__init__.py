@@ -31,9 +31,9 @@ one of five modes:
 
 Refusals (an explicit mode raises ValueError; "auto" falls back to eager with a warning), all
 decided in policy.py: buffer-mutating layers in the critic (BatchNorm, spectral norm: they also
-break the per-sample meaning of the penalty), two backward calls per step (separate_backward),
-graph modes on the CPU, with a GradScaler, or with an optimiser whose step cannot be captured,
-and more input signatures than `max_graphs` in a graph mode. A critic torch.compile cannot trace
+break the per-sample meaning of the penalty), graph modes on the CPU, with a GradScaler, or with
+an optimiser whose step cannot be captured, and more input signatures than `max_graphs` in a
+graph mode. A critic torch.compile cannot trace
 in one graph (data-dependent Python control flow) or a step that synchronises with the host
 inside a capture raises at the first call with the reason (or falls back under "auto").
 DistributedDataParallel models run in every mode: the steps average their gradients over the

@@ -8,7 +8,7 @@ where it cannot.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -66,14 +66,13 @@ def capture_problem(optimizer) -> Optional[str]:
 
 
 def choose_mode(mode: str, device: torch.device, critic: nn.Module, *, optimizers=(),
-                scaler=None, check_critic: bool = True, eager_only: Sequence[str] = (),
-                simulate_graphs: bool = False) -> Tuple[str, Optional[str]]:
+                scaler=None, check_critic: bool = True, simulate_graphs: bool = False
+                ) -> Tuple[str, Optional[str]]:
     """(the mode to run, the reason the preferred mode cannot run, or None).
 
     `critic` is checked for buffer-mutating layers (with check_critic), `optimizers` for a
-    capturable step, `scaler` for a host synchronisation; `eager_only` names what else the caller
-    runs that only eager autograd can (two backward calls per step, say). An explicit mode that
-    cannot run raises ValueError with the reason; "auto" returns "eager" and the reason its
+    capturable step, `scaler` for a host synchronisation. An explicit mode that cannot run
+    raises ValueError with the reason; "auto" returns "eager" and the reason its
     preferred mode was not taken (the caller warns once). `simulate_graphs`: the graph modes run
     their bookkeeping on any device without capturing (see GraphRunner)."""
     check_mode(mode)
@@ -87,7 +86,7 @@ def choose_mode(mode: str, device: torch.device, critic: nn.Module, *, optimizer
         preferred = "graph"
     else:
         preferred = mode
-    problems = list(eager_only)
+    problems = []
     layers = mutating_layers(critic) if check_critic else []
     if layers:
         problems.append(f"the critic has batch-coupling or buffer-mutating layers: "

@@ -147,8 +147,6 @@ class WGANGPConfig:
         RUN, "penalty backend: auto (default), cuda, triton, cpu, reference"))
     penalty_impl: str = setting("fused", PENALTY_IMPLS, Flag(
         RUN, "fused (default) or autograd: the same penalty in plain autograd, for comparison"))
-    separate_backward: bool = setting(False, flag=Flag(
-        RUN, "pen.backward(retain_graph=True); loss.backward() as in seed 000", switch="on"))
     precision: str = setting("fp32", PRECISIONS, Flag(
         RUN, "fp32 (default), bf16 (autocast) or fp16 (autocast and GradScaler)"))
     step_mode: str = setting("eager", STEP_MODES, Flag(

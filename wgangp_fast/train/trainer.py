@@ -273,7 +273,7 @@ class WGANGPTrainer:
         """Every iteration of every configuration runs through one wgangp_fast.steps.TrainStep:
         the method's penalty (or none, for clip and sn), weight clipping as the critic step's
         post_step hook, the plain-autograd penalty as its penalty_impl, lazy regularisation,
-        autocast and the fp16 GradScalers, seed 000's two backward calls, DDP models. The mode is
+        autocast and the fp16 GradScalers, DDP models. The mode is
         checked here (wgangp_fast.steps.policy), so a mode that cannot run this configuration is
         refused before training. `step_options` go to both step classes (compile_options,
         simulate_graphs, warmup, max_graphs)."""
@@ -284,7 +284,7 @@ class WGANGPTrainer:
             self.critic_ddp, self.optimizer_c, lambda_gp=cfg.lambda_gp, pac=cfg.pac,
             kind=PENALTY_KINDS.get(cfg.method), mode=cfg.step_mode, scaler=scalers[0],
             autocast=autocast, gp_every=cfg.gp_every, backend=cfg.backend,
-            separate_backward=cfg.separate_backward, penalty_impl=cfg.penalty_impl,
+            penalty_impl=cfg.penalty_impl,
             post_step=steps_mod.clip_weights(cfg.clip_value) if cfg.method == "clip" else None,
             **options)
         generator_step = steps_mod.GeneratorStep(self.generator_ddp, self.critic,
