@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 import torch
 
@@ -46,3 +49,26 @@ def test_reference_and_cpu_backends_agree():
     a = wgangp_fast.gradient_norm_penalty(g, pac=3, backend="cpu")
     b = wgangp_fast.gradient_norm_penalty(g, pac=3, backend="reference")
     torch.testing.assert_close(a, b)
+
+
+def check_stable_abi_only(path: str) -> None:
+    """The library at `path` imports no C++ symbol of torch (whose mangled names change between
+    releases: a wheel that did loaded under only the torch it was built with, failing elsewhere
+    with `undefined symbol: _ZN5torch8autograd13_wrap_outputs...`) and nothing of Python's C API:
+    only torch's C shim (aoti_torch_*, torch_*) and the C/C++ (and CUDA) runtimes."""
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("no nm (binutils) to list the library's symbols with")
+    listed = subprocess.run([nm, "-D", "--undefined-only", path], check=True,
+                            capture_output=True, text=True).stdout.split()
+    undefined = [name.split("@")[0] for name in listed if name not in ("U", "w", "v")]
+    torch_cpp = [n for n in undefined if n.startswith(("_ZN2at", "_ZN3c10", "_ZN5torch"))]
+    python = [n for n in undefined if n.startswith(("Py", "_Py"))]
+    assert torch_cpp == [] and python == [], (path, torch_cpp[:5], python[:5])
+    assert any(n.startswith("aoti_torch_") for n in undefined), (path, undefined[:20])
+
+
+def test_cpu_library_uses_only_the_stable_abi():
+    lib = backends._cpu_extension()
+    assert lib.loaded, lib.error
+    check_stable_abi_only(lib.path)
