@@ -19,6 +19,8 @@ import ctypes
 import functools
 import importlib.util
 import os
+import sys
+import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Optional
@@ -39,6 +41,11 @@ _BUILD_HINT = (
     "reinstall from the source tree with `pip install --no-build-isolation -e .` "
     "(see README, 'Install')"
 )
+
+
+class ExtensionWarning(RuntimeWarning):
+    """A compiled library is in the package but does not load, so backend="auto" runs a slower
+    backend than the package was installed for."""
 
 
 @dataclass(frozen=True)
@@ -80,8 +87,11 @@ def _load_library(name: str) -> Library:
     try:
         torch.ops.load_library(path)
     except (OSError, RuntimeError) as err:
+        # load_library raises "Could not load this library" from the loader's own error, which
+        # says why (e.g. "undefined symbol: ..."): that is the one to report.
+        cause = err.__cause__ or err
         return Library(name, path, f"{path} does not load under torch {torch.__version__}: "
-                                   f"{str(err).strip()}")
+                                   f"{str(cause).strip()}")
     return Library(name, path)
 
 
@@ -114,6 +124,39 @@ def _fix_hint() -> str:
     return ("reinstall wgangp_fast for this torch: a wheel built for torch >= 2.10 (`pip install "
             "--force-reinstall --no-deps wgangp_fast-*.whl`), or `pip install -e .` in the source "
             "tree (README, 'Install')")
+
+
+# The backends whose library failures have been reported, so each is reported once a process.
+_WARNED: set = set()
+
+
+def _warn_unloadable(backend: str) -> None:
+    """Warns, once a process, that `backend`'s compiled library is in the package but does not
+    load, and says why and how to fix it. A library that was never built is not a failure for
+    cuda (a CPU-only install), but is for cpu, which every install builds."""
+    lib = _cpu_extension() if backend == "cpu" else _cuda_extension()
+    if lib.loaded or backend in _WARNED:
+        return
+    if lib.path is None and backend == "cuda" and _cpu_extension().loaded:
+        return
+    _WARNED.add(backend)
+    fallback = "triton or reference" if backend == "cuda" else "reference"
+    warnings.warn(f"wgangp_fast: the compiled {backend} backend is unavailable: {lib.error}. "
+                  f'backend="auto" runs the {fallback} backend instead, which is slower. Fix: '
+                  f"{_fix_hint()}.", ExtensionWarning, stacklevel=_outside_stacklevel())
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _outside_stacklevel() -> int:
+    """warnings.warn's stacklevel of the first caller outside this package, so the warning
+    points at the user's line, through whichever public function reached the choice."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            _PACKAGE_DIR + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 @functools.cache
@@ -239,6 +282,8 @@ def _resolve(backend, device: torch.device) -> str:
         for name in order:
             if not _usable(name, device):
                 return name
+            if name in COMPILED:
+                _warn_unloadable(name)
         return "reference"
     why = _usable(backend, device)
     if why:
