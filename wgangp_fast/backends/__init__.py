@@ -117,7 +117,10 @@ def cuda_targets() -> Optional[str]:
     return query().decode()
 
 
-def _fix_hint() -> str:
+def _fix_hint(backend: str = "cpu") -> str:
+    if backend == "cuda" and torch.version.cuda is None:
+        return (f"torch {torch.__version__} is a CPU build: the cuda backend needs a CUDA build "
+                "of torch")
     if _torch_too_old():
         return (f"the compiled libraries need torch >= {MIN_TORCH[0]}.{MIN_TORCH[1]} (this is "
                 f"{torch.__version__}): upgrade torch")
@@ -143,7 +146,7 @@ def _warn_unloadable(backend: str) -> None:
     fallback = "triton or reference" if backend == "cuda" else "reference"
     warnings.warn(f"wgangp_fast: the compiled {backend} backend is unavailable: {lib.error}. "
                   f'backend="auto" runs the {fallback} backend instead, which is slower. Fix: '
-                  f"{_fix_hint()}.", ExtensionWarning, stacklevel=_outside_stacklevel())
+                  f"{_fix_hint(backend)}.", ExtensionWarning, stacklevel=_outside_stacklevel())
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -180,7 +183,7 @@ def backend_status() -> dict:
     if cuda.path is None:
         status["cuda"] = f"not compiled with CUDA ({cuda.error}); {_BUILD_HINT} with a CUDA toolkit"
     elif not cuda.loaded:
-        status["cuda"] = f"compiled, but does not load: {cuda.error}; {_fix_hint()}"
+        status["cuda"] = f"compiled, but does not load: {cuda.error}; {_fix_hint('cuda')}"
     elif not gpu:
         status["cuda"] = "compiled, but no CUDA device is visible"
     else:
@@ -227,7 +230,7 @@ def _usable(name: str, device: torch.device) -> str:
             return (f"wgangp_fast was not compiled with CUDA ({lib.error}); {_BUILD_HINT} on a "
                     "machine with a CUDA toolkit (CUDA_HOME) and a CUDA build of torch")
         if not lib.loaded:
-            return f"the cuda backend's library does not load: {lib.error}; {_fix_hint()}"
+            return f"the cuda backend's library does not load: {lib.error}; {_fix_hint('cuda')}"
         return "" if device.type == "cuda" else f"the cuda backend takes CUDA tensors, got {device}"
     if name == "triton":
         ok, why = _triton_status()
