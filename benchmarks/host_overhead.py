@@ -4,10 +4,12 @@ a GPU as much as on a CPU. Compares each backend with the eager seed-000 code (`
 with --against, with the same backend of another build of the package (e.g. the last release, or
 main before a change), in one interleaved run.
 
-    python benchmarks/host_overhead.py [--device cpu|cuda] [--threads 1] [--against NAME=ROOT]
+    python benchmarks/host_overhead.py [--device cpu|cuda] [--threads 1]
+                                       [--against NAME=ROOT[,VAR=VALUE...]]
 
 ROOT is a folder that holds a `wgangp_fast` package (a source tree built in place, or a site
-folder a wheel was installed into with `pip install --target`). Every column runs in its own
+folder a wheel was installed into with `pip install --target`); VAR=VALUE sets an environment
+variable for that column (e.g. a build's own path switch). Every column runs in its own
 process, importing its package from its root, so two builds of the same package (whose kernel ops
 share one torch.library namespace) can be timed side by side; the processes take turns, one
 repeat of one column at a time, so drifts of a shared machine hit all columns alike.
@@ -64,9 +66,10 @@ def worker(root: str, backend: str, device_name: str, threads: int, pac: int) ->
 class Column:
     """One variant, served by a worker process."""
 
-    def __init__(self, label: str, root: str, backend: str, args):
+    def __init__(self, label: str, root: str, backend: str, args, extra_env=()):
         self.label = label
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "WGANGP_FAST_BACKEND")}
+        env.update(extra_env)
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE), "--worker", root, backend, "--device", args.device,
              "--threads", str(args.threads), "--pac", str(args.pac)],
@@ -102,7 +105,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pac", type=int, default=1)
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=11)
-    parser.add_argument("--against", action="append", default=[], metavar="NAME=ROOT",
+    parser.add_argument("--against", action="append", default=[], metavar="NAME=ROOT[,VAR=VALUE]",
                         help="also time the same backends of the package under ROOT, as NAME")
     parser.add_argument("--worker", nargs=2, metavar=("ROOT", "BACKEND"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -114,14 +117,17 @@ def main(argv=None) -> int:
 
     usable = [b for b in ("cpu", "cuda", "triton") if b in available_backends()
               and (b == "cpu") == (args.device.startswith("cpu"))]
-    specs = [("reference (eager)", str(ROOT), "reference")]
-    specs += [(b, str(ROOT), b) for b in usable]
+    specs = [("reference (eager)", str(ROOT), "reference", ())]
+    specs += [(b, str(ROOT), b, ()) for b in usable]
     for item in args.against:
-        name, sep, root = item.partition("=")
-        if not sep or not Path(root, "wgangp_fast").is_dir():
-            parser.error(f"--against must be NAME=ROOT with ROOT holding wgangp_fast, got {item!r}")
-        specs += [(f"{b}, {name}", str(Path(root).resolve()), b) for b in usable]
-    columns = [Column(label, root, backend, args) for label, root, backend in specs]
+        name, sep, rest = item.partition("=")
+        root, *settings = rest.split(",")
+        env = [tuple(s.split("=", 1)) for s in settings]
+        if not sep or not Path(root, "wgangp_fast").is_dir() or any(len(e) != 2 for e in env):
+            parser.error("--against must be NAME=ROOT[,VAR=VALUE...] with ROOT holding "
+                         f"wgangp_fast, got {item!r}")
+        specs += [(f"{b}, {name}", str(Path(root).resolve()), b, env) for b in usable]
+    columns = [Column(label, root, backend, args, env) for label, root, backend, env in specs]
     try:
         info = columns[0].info
         print(f"{info['device']}, torch {info['torch']}, {args.threads} thread(s), 64 x 8 "
