@@ -13,7 +13,7 @@ endif
 export PATH := $(abspath $(BIN)):$(PATH)
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
 
-.PHONY: demo test build bench gpu-check gpu-tests-dry lint clean
+.PHONY: demo test build wheel bench gpu-check gpu-tests-dry lint clean
 
 $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,26 @@ test: build
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest tests -m triton_interp -q
 	WGANGP_FAST_GPU_TESTS_DRY_RUN=1 $(BIN)/python -m pytest tests/steps/test_steps_gpu.py -q
 	$(MAKE) gpu-tests-dry GPU_DRY_ARGS='-k "not large_layouts and not repeated_calls"'
+
+# One wheel for every torch >= 2.10 and every CPython >= 3.9 (tag cp39-abi3: the libraries are
+# built on the LibTorch stable ABI, without Python's C API), written to dist/ from a copy of the
+# sources in build/wheel (in-place builds stay out of it). CPU library only, in about 10 s;
+# WGANGP_FAST_WHEEL_CUDA=1 also builds the CUDA library (nvcc, for WHEEL_CUDA_ARCH: 9.0, the
+# H200 of the lent GPU machine; a few minutes). Both kinds have the same file name: the last
+# `make wheel` is the one in dist/.
+WHEEL_CUDA_ARCH ?= 9.0
+ifeq ($(WGANGP_FAST_WHEEL_CUDA),1)
+WHEEL_ENV := WGANGP_FAST_FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$(WHEEL_CUDA_ARCH)"
+else
+WHEEL_ENV := WGANGP_FAST_SKIP_CUDA_BUILD=1
+endif
+wheel: $(BIN)/.deps
+	rm -rf build/wheel dist/wgangp_fast-*.whl
+	mkdir -p build/wheel/src dist
+	cp -r setup.py pyproject.toml README.md csrc wgangp_fast build/wheel/src/
+	find build/wheel/src \( -name '*.so' -o -name __pycache__ \) -prune -exec rm -rf {} +
+	env $(WHEEL_ENV) $(BIN)/pip wheel --no-build-isolation --no-deps -w dist build/wheel/src
+	@ls dist/wgangp_fast-*.whl
 
 # The triton half of tests/backends/test_gpu.py on CPU tensors under the Triton interpreter: catches bugs
 # in the GPU tests themselves before a GPU session. `make test` runs all but its large layouts
@@ -61,4 +81,4 @@ lint: $(BIN)/.deps
 	$(BIN)/ruff check wgangp_fast tests benchmarks examples scripts
 
 clean:
-	rm -rf build *.egg-info wgangp_fast/*.so $(BIN)/.built
+	rm -rf build dist *.egg-info wgangp_fast/*.so $(BIN)/.built

@@ -1,6 +1,10 @@
 """Build wgangp_fast: the CPU extension always, the CUDA extension whenever a CUDA toolkit and a
 CUDA build of torch are present (a visible GPU is not needed).
 
+Both are built on the LibTorch stable ABI for torch 2.10 (TORCH_TARGET_VERSION) and use no Python C
+API (py_limited_api): the package loads them with torch.ops.load_library, and one wheel
+(cp39-abi3) serves every torch >= 2.10 and every CPython >= 3.9, whichever torch built it.
+
 Environment switches:
   WGANGP_FAST_SKIP_CUDA_BUILD=1  build the CPU extension only.
   WGANGP_FAST_FORCE_CUDA=1       a CUDA build that cannot happen or fails is an error, not a warning.
@@ -21,6 +25,12 @@ from torch.utils import cpp_extension
 ROOT = Path(__file__).resolve().parent
 CSRC = "csrc"
 DEFAULT_ARCH_LIST = "8.0;9.0+PTX"
+# The oldest torch whose stable ABI the extensions use: the headers of a newer torch then hide
+# every later API (and refuse torch's unstable C++ headers), so what builds runs on 2.10 and on.
+TARGET_TORCH = (2, 10)
+TARGET_FLAG = f"-DTORCH_TARGET_VERSION=0x{TARGET_TORCH[0]:02x}{TARGET_TORCH[1]:02x}000000000000"
+# The oldest CPython of the abi3 wheel tag (cp39-abi3), as pyproject's requires-python says.
+LIMITED_API = "cp39"
 
 
 def _flag(name):
@@ -78,24 +88,24 @@ def _cuda_targets():
 
 
 def _cxx_flags():
-    # -fopenmp: at::parallel_for is header code that needs OpenMP to run in parallel; the
-    # libgomp.so.1 it links is the one torch has already loaded.
+    # No -fopenmp: the kernels' parallel loops are torch::stable::parallel_for, which runs in
+    # torch's own thread pool.
     # -ffp-contract=off: no FMA contraction, so float32 interpolation matches eager bit for bit.
     # -fno-wrapv: Python's build flags (sysconfig CFLAGS, which torch's build passes on) hold
     # -fwrapv; defined signed overflow kept GCC from vectorising the reduction loops well (1
     # thread, 16 MiB float32 penalty forward: 3.1 ms with it, 1.8 ms without).
-    return ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-wrapv"]
+    return ["-O3", "-ffp-contract=off", "-fno-wrapv", TARGET_FLAG]
 
 
 def _extensions():
-    cpu_sources = [f"{CSRC}/ops.cpp", f"{CSRC}/autograd.cpp", f"{CSRC}/cpu/interpolate.cpp",
-                   f"{CSRC}/cpu/penalty.cpp"]
+    cpu_sources = [f"{CSRC}/ops.cpp", f"{CSRC}/cpu/interpolate.cpp", f"{CSRC}/cpu/penalty.cpp"]
     exts = [
         cpp_extension.CppExtension(
             "wgangp_fast._C",
             cpu_sources,
             extra_compile_args={"cxx": _cxx_flags()},
-            extra_link_args=["-fopenmp"],
+            depends=sorted(str(p.relative_to(ROOT)) for p in (ROOT / CSRC).glob("*/*.h")),
+            py_limited_api=True,
         )
     ]
     reason = _why_no_cuda()
@@ -110,10 +120,12 @@ def _extensions():
                     "wgangp_fast._C_cuda",
                     cuda_sources,
                     extra_compile_args={
-                        "cxx": ["-O3", f"-DWGANGP_FAST_CUDA_TARGETS={_cuda_targets()}"],
+                        "cxx": ["-O3", TARGET_FLAG, "-DUSE_CUDA",
+                                f"-DWGANGP_FAST_CUDA_TARGETS={_cuda_targets()}"],
                         "nvcc": ["-O3", "--expt-relaxed-constexpr", "-lineinfo"],
                     },
                     depends=sorted(str(p.relative_to(ROOT)) for p in cuda_dir.glob("*.cuh")),
+                    py_limited_api=True,
                 )
             )
         else:
@@ -126,7 +138,11 @@ def _extensions():
 
 
 class BuildExt(cpp_extension.BuildExtension):
-    """Builds each extension; a failed optional CUDA build warns and leaves the CPU build intact."""
+    """Builds each extension; a failed optional CUDA build warns and leaves the CPU build intact.
+
+    Removes the extension's other builds beside the new one (e.g. an in-place
+    _C.cpython-311-x86_64-linux-gnu.so of an older build next to the new _C.abi3.so): the package
+    loads the first it finds, in the interpreter's suffix order, which puts the old one first."""
 
     def build_extension(self, ext):
         try:
@@ -137,5 +153,17 @@ class BuildExt(cpp_extension.BuildExtension):
             warnings.warn(f"wgangp_fast: the CUDA extension failed to build ({err}); "
                           "the cuda backend will be unavailable", stacklevel=1)
 
+    def run(self):
+        super().run()
+        for ext in self.extensions:
+            name = Path(self.get_ext_filename(ext.name))  # e.g. wgangp_fast/_C.abi3.so
+            for built in (Path(self.get_ext_fullpath(ext.name)), ROOT / name):
+                if not built.exists():
+                    continue
+                for other in built.parent.glob(built.name.split(".")[0] + ".*"):
+                    if other != built and other.suffix in (".so", ".pyd"):
+                        other.unlink()
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt},
+      options={"bdist_wheel": {"py_limited_api": LIMITED_API}})

@@ -2,25 +2,19 @@
 //
 // These four ops are the kernel-level contract every compiled backend implements: interpolate and
 // its backward, the penalty forward (output and per-group norms) and its backward, with the
-// formulas of README's "The ops". The CUDA implementations live in a separate extension
-// (wgangp_fast._C_cuda, csrc/cuda) that registers the CUDA dispatch key for the same schemas, so a
-// machine without a CUDA toolkit still gets a working CPU build. The ops' first-order autograd is
-// C++ (csrc/autograd.cpp), their second order and the argument checks and backend choice are
-// Python (wgangp_fast/ops); the kernels are pure functions of their inputs.
-#include <Python.h>
-#include <torch/library.h>
-
+// formulas of README's "The ops". The CUDA implementations live in a separate library
+// (wgangp_fast/_C_cuda, csrc/cuda) that registers the CUDA dispatch key for the same schemas, so a
+// machine without a CUDA toolkit still gets a working CPU build. Everything else (autograd of
+// both orders, the argument checks, the backend choice) is Python (wgangp_fast/ops); the kernels
+// are pure functions of their inputs.
+//
+// Both libraries are built on the LibTorch stable ABI (common/stable.h) and hold no Python C API:
+// wgangp_fast/backends loads them with torch.ops.load_library, and loading runs the
+// registrations below. One build therefore serves every torch from 2.10 on and every Python 3.
+#include "common/stable.h"
 #include "cpu/kernels.h"
 
-extern "C" {
-// Importing wgangp_fast._C runs the static registrations below; the module itself is empty.
-PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
-}
-}
-
-TORCH_LIBRARY(wgangp_fast, m) {
+STABLE_TORCH_LIBRARY(wgangp_fast, m) {
   // x[i] = alpha[i // (pac*D)] * real[i] + (1 - alpha[...]) * fake[i]; alpha holds M values in
   // the accumulation dtype (float32, or float64 for float64 inputs).
   m.def("interpolate_kernel(Tensor real, Tensor fake, Tensor alpha, int pac) -> Tensor");
@@ -40,9 +34,9 @@ TORCH_LIBRARY(wgangp_fast, m) {
       " float scale) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(wgangp_fast, CPU, m) {
-  m.impl("interpolate_kernel", &wgangp_fast::cpu::interpolate);
-  m.impl("interpolate_backward_kernel", &wgangp_fast::cpu::interpolate_backward);
-  m.impl("penalty_forward_kernel", &wgangp_fast::cpu::penalty_forward);
-  m.impl("penalty_backward_kernel", &wgangp_fast::cpu::penalty_backward);
+STABLE_TORCH_LIBRARY_IMPL(wgangp_fast, CPU, m) {
+  m.impl("interpolate_kernel", TORCH_BOX(&wgangp_fast::cpu::interpolate));
+  m.impl("interpolate_backward_kernel", TORCH_BOX(&wgangp_fast::cpu::interpolate_backward));
+  m.impl("penalty_forward_kernel", TORCH_BOX(&wgangp_fast::cpu::penalty_forward));
+  m.impl("penalty_backward_kernel", TORCH_BOX(&wgangp_fast::cpu::penalty_backward));
 }

@@ -100,8 +100,8 @@ def penalty_param_id(p):
     return "-".join(f"{k}={v}" for k, v in p.items()) or "defaults"
 
 
-# What a graph built by the fused penalty shows: the C++ node of the compiled backends
-# (csrc/autograd.cpp) and the Python nodes of the others carry it in their names.
+# What a graph built by the fused penalty shows: the autograd.Function nodes of every path
+# (ops/_dispatch.py) carry it in their names.
 FUSED_GRAD_FN = "wgangp_fast_gradient_norm_penalty"
 
 

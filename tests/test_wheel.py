@@ -1,11 +1,18 @@
-"""`pip wheel` of the source tree gives a wheel that works on its own: installed into an empty
-folder and imported from outside the checkout, with nothing else of wgangp_fast in reach, it
-loads its compiled CPU extension, runs both ops and the drop-in, and trains two CLI steps.
-Marked slow (about 80-110 s here, nearly all of it compiling the extension); `make test` runs it.
+"""`pip wheel` of the source tree gives one wheel (cp39-abi3: any CPython >= 3.9) that works on its
+own with every torch >= 2.10: installed into an empty folder and imported from outside the
+checkout, with nothing else of wgangp_fast in reach, it loads its compiled CPU library, runs both
+ops and the drop-in, and trains two CLI steps under the project's torch; and under an older torch
+(torch 2.13 CPU, WGANGP_FAST_OLD_TORCH, in its own virtual environment in build/old-torch/venv,
+made on first use) it runs the op matrix's CPU cases (tests/ops/test_ops.py and
+test_dispatch_paths.py, copied out of the tree) on the compiled `cpu` backend, not the reference
+fallback. Marked slow; `make test` runs it: about 30 s of C++ compilation on this 2-core machine,
+20 s of tests, plus about a minute the first time for the venv.
 
 The wheel is built without the CUDA extension (an nvcc compile costs minutes on a CI machine and
-tests/backends/test_cuda_build.py covers that build in place); WGANGP_FAST_WHEEL_CUDA=1 builds it with CUDA
-forced and then also requires `wgangp_fast._C_cuda` in the wheel, loaded from there.
+tests/backends/test_cuda_build.py covers that build in place); WGANGP_FAST_WHEEL_CUDA=1 builds it
+with CUDA forced and then also requires `wgangp_fast/_C_cuda` in the wheel, loaded from there
+under the project's torch (the old torch's venv is a CPU build, where it reports itself
+unloadable).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +34,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 WITH_CUDA = os.environ.get("WGANGP_FAST_WHEEL_CUDA", "").strip().lower() in ("1", "true", "yes")
 BUILD_TIMEOUT_S = 1800
+# The second torch the wheel must run under: older than the project's, a small CPU build that pip
+# installs from local disk here.
+OLD_TORCH = os.environ.get("WGANGP_FAST_OLD_TORCH", "torch==2.13.0+cpu")
+OLD_VENV = ROOT / "build" / "old-torch" / "venv"
+# The op matrix's CPU cases, run from a copy of these test files.
+MATRIX = ("tests/ops/test_ops.py", "tests/ops/test_dispatch_paths.py")
+MATRIX_SUPPORT = ("tests/__init__.py", "tests/ops/__init__.py", "tests/conftest.py",
+                  "tests/cases.py", "pyproject.toml")
 
 pytestmark = pytest.mark.slow
 
@@ -60,22 +76,21 @@ gp.backward()
 
 cuda = None
 if "--cuda" in sys.argv:
-    import wgangp_fast._C_cuda as cm
-    cuda = cm.__file__
+    lib = wgf.backends._cuda_extension()
+    assert lib.loaded, lib.error
+    cuda = lib.path
 print(json.dumps({
     "package": wgf.__file__, "outside": outside, "backends": wgf.available_backends(),
-    "cpu_ext": sys.modules["wgangp_fast._C"].__file__, "x_err": x_err, "p_err": p_err,
+    "cpu_ext": wgf.backends._cpu_extension().path, "x_err": x_err, "p_err": p_err,
     "gp": gp.item(), "critic_grad": critic[0].weight.grad.abs().sum().item(), "cuda_ext": cuda,
     "editable_finders": [repr(f) for f in sys.meta_path if "editable" in repr(f).lower()],
+    "torch": torch.__version__, "loaded": sorted(torch.ops.loaded_libraries),
 }))
 """
 
 
 def _pip(*args, cwd, env, timeout):
-    cmd = [sys.executable, "-m", "pip", *args]
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    return done
+    return _pip_of(Path(sys.executable), *args, env=env, timeout=timeout, cwd=cwd)
 
 
 def _clean_env():
@@ -144,9 +159,17 @@ def _check_contents(wheel: Path):
     modules = sorted(str(p.relative_to(ROOT)).replace(os.sep, "/")
                      for p in (ROOT / "wgangp_fast").rglob("*.py"))
     assert [m for m in modules if m not in names] == []
-    extensions = {n.split("/")[-1].split(".")[0] for n in names if n.endswith(".so")}
+    libraries = [n.split("/")[-1] for n in names if n.endswith(".so")]
+    extensions = {n.split(".")[0] for n in libraries}
     assert "_C" in extensions
     assert ("_C_cuda" in extensions) == WITH_CUDA, sorted(extensions)
+    # One wheel for every CPython >= 3.9: the libraries hold no Python C API (abi3)
+    assert "-cp39-abi3-" in wheel.name, wheel.name
+    assert all(n.endswith(".abi3.so") for n in libraries), libraries
+    tags = [line for line in zipfile.ZipFile(wheel).read(
+        next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode().splitlines()
+        if line.startswith("Tag:")]
+    assert tags and all(t.split(": ")[1].startswith("cp39-abi3-") for t in tags), tags
     entry_points = [n for n in names if n.endswith("entry_points.txt")]
     assert entry_points and "wgangp-fast = wgangp_fast.cli:main" in zipfile.ZipFile(wheel).read(
         entry_points[0]).decode()
@@ -181,6 +204,67 @@ def _check_cli(site: Path, tmp_path: Path):
     assert (site / "bin" / "wgangp-fast").is_file()
 
 
+def _old_torch_python() -> Path:
+    """The python of a virtual environment holding OLD_TORCH (and numpy, pytest), made once."""
+    python = OLD_VENV / "bin" / "python"
+    stamp = OLD_VENV / ".wgangp_fast-deps"
+    if python.exists() and stamp.exists() and stamp.read_text() == OLD_TORCH:
+        return python
+    shutil.rmtree(OLD_VENV, ignore_errors=True)
+    OLD_VENV.parent.mkdir(parents=True, exist_ok=True)
+    env = _clean_env()
+    made = subprocess.run([sys.executable, "-m", "venv", str(OLD_VENV)], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert made.returncode == 0, made.stderr
+    _pip_of(python, "install", OLD_TORCH, "numpy", "pytest", env=env, timeout=1200)
+    stamp.write_text(OLD_TORCH)
+    return python
+
+
+def _pip_of(python: Path, *args, env, timeout, cwd=None):
+    cmd = [str(python), "-m", "pip", *args]
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+def _check_under_old_torch(wheel: Path, tmp_path: Path):
+    """The same wheel in OLD_TORCH's venv: it loads its CPU library there (no undefined symbol)
+    and passes the op matrix's CPU cases, imported from the wheel, not the tree."""
+    python = _old_torch_python()
+    env = _clean_env()
+    site = tmp_path / "old-site"
+    _pip_of(python, "install", "--no-deps", "--target", str(site), str(wheel), env=env,
+            timeout=300)
+    env["PYTHONPATH"] = str(site)
+    runner = tmp_path / "old-tests"
+    for name in MATRIX + MATRIX_SUPPORT:
+        (runner / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, runner / name)
+    probe = runner / "probe.py"
+    probe.write_text(PROBE)
+    done = subprocess.run([str(python), str(probe), str(site)], cwd=runner, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    want = OLD_TORCH.partition("==")[2] or None
+    assert want is None or seen["torch"] == want, (seen["torch"], OLD_TORCH)
+    assert seen["torch"] != torch.__version__
+    assert seen["package"].startswith(str(site)) and seen["outside"] == {}
+    assert seen["cpu_ext"].startswith(str(site)) and seen["cpu_ext"] in seen["loaded"]
+    assert "cpu" in seen["backends"], seen["backends"]
+    assert seen["x_err"] <= 1e-15 and seen["p_err"] <= 1e-12
+    matrix = subprocess.run([str(python), "-m", "pytest", *MATRIX, "-q", "-p", "no:cacheprovider",
+                             "-m", "not triton_interp and not gpu", "-W",
+                             "error::wgangp_fast.backends.ExtensionWarning"],
+                            cwd=runner, env=env, capture_output=True, text=True, timeout=1200)
+    tail = matrix.stdout[-3000:] + matrix.stderr[-2000:]
+    assert matrix.returncode == 0, tail
+    passed = re.search(r"(\d+) passed", matrix.stdout)
+    assert passed and int(passed.group(1)) > 1000, tail
+    print(f"\nop matrix under torch {seen['torch']} from {wheel.name}: {passed.group(0)}")
+
+
 # One test for the whole round trip: under pytest-xdist (the GPU check runs the suite with -n 4)
 # separate tests sharing a module fixture would each build the wheel in their own worker.
 def test_wheel_builds_installs_and_runs_outside_the_checkout(tmp_path):
@@ -188,3 +272,4 @@ def test_wheel_builds_installs_and_runs_outside_the_checkout(tmp_path):
     _check_contents(wheel)
     _check_ops(site, tmp_path)
     _check_cli(site, tmp_path)
+    _check_under_old_torch(wheel, tmp_path)

@@ -1,22 +1,12 @@
 // Host-side shape checks and group geometry shared by the CPU and CUDA host code.
 #pragma once
 
-#include <ATen/OpMathType.h>
-#include <ATen/core/Tensor.h>
-#include <c10/util/Exception.h>
-
-#include <string>
+#include <cstdint>
 
 #include "penalty_math.h"
+#include "stable.h"
 
 namespace wgangp_fast {
-
-// Integers in error messages go through std::to_string, never through `ostream << int64_t`: an
-// extension that carries its own copy of libstdc++'s stream code loses integers formatted through
-// it, or crashes there (a CUDA build did, in std::ostream::_M_insert<long>), while strings format
-// fine. tests/test_error_messages_native.py builds such an extension (-static-libstdc++) to hold
-// these checks to it.
-inline std::string decimal(int64_t v) { return std::to_string(v); }
 
 // A batch of N samples of D elements, grouped by `pac` consecutive samples into M groups of
 // G = pac * D contiguous elements (CTGAN's view(-1, pac * D)).
@@ -26,47 +16,46 @@ struct Groups {
   int64_t num_groups;  // M
 };
 
-inline Groups group_geometry(const at::Tensor& t, int64_t pac, const char* name) {
-  TORCH_CHECK(t.dim() >= 1, "wgangp_fast: ", name, " must have a batch dimension, got a 0-d tensor");
+inline Groups group_geometry(const Tensor& t, int64_t pac, const char* name) {
+  WGF_CHECK(t.dim() >= 1, name, " must have a batch dimension, got a 0-d tensor");
   const int64_t n = t.size(0);
-  TORCH_CHECK(n > 0 && t.numel() > 0, "wgangp_fast: ", name, " must not be empty");
-  TORCH_CHECK(pac >= 1 && n % pac == 0, "wgangp_fast: the batch size N=", decimal(n),
-              " must be a multiple of pac=", decimal(pac));
-  return Groups{t.numel(), t.numel() / n * pac, n / pac};
+  const int64_t numel = t.numel();
+  WGF_CHECK(n > 0 && numel > 0, name, " must not be empty");
+  WGF_CHECK(pac >= 1 && n % pac == 0, "the batch size N=", n, " must be a multiple of pac=", pac);
+  return Groups{numel, numel / n * pac, n / pac};
 }
 
 // The device-independent checks of interpolate's inputs; each backend adds its device check.
-inline void check_interpolate_args(const at::Tensor& real, const at::Tensor& fake,
-                                   const at::Tensor& alpha) {
-  TORCH_CHECK(real.sizes() == fake.sizes(), "wgangp_fast: real and fake must have the same shape");
-  TORCH_CHECK(real.scalar_type() == fake.scalar_type(),
-              "wgangp_fast: real and fake must have the same dtype");
-  TORCH_CHECK(alpha.scalar_type() == at::toOpMathType(real.scalar_type()),
-              "wgangp_fast: alpha must be in the accumulation dtype ",
-              at::toOpMathType(real.scalar_type()));
+inline void check_interpolate_args(const Tensor& real, const Tensor& fake, const Tensor& alpha) {
+  WGF_CHECK(real.sizes().equals(fake.sizes()), "real and fake must have the same shape");
+  const ScalarType dtype = real.scalar_type();
+  WGF_CHECK(is_kernel_dtype(dtype), "real must be float16, bfloat16, float32 or float64, got ",
+            dtype);
+  WGF_CHECK(dtype == fake.scalar_type(), "real and fake must have the same dtype");
+  WGF_CHECK(alpha.scalar_type() == acc_scalar_type(dtype),
+            "alpha must be in the accumulation dtype ", acc_scalar_type(dtype), ", got ",
+            alpha.scalar_type());
 }
 
-inline void check_vector(const at::Tensor& v, int64_t m, const char* name) {
-  TORCH_CHECK(v.numel() == m, "wgangp_fast: ", name, " must hold M=", decimal(m), " values, got ",
-              decimal(v.numel()));
+inline void check_vector(const Tensor& v, int64_t m, const char* name) {
+  WGF_CHECK(v.numel() == m, name, " must hold M=", m, " values, got ", v.numel());
 }
 
 // The device-independent checks of penalty_forward's inputs; returns the group geometry.
-inline Groups check_penalty_args(const at::Tensor& grads, int64_t pac, int64_t reduction) {
-  TORCH_CHECK(reduction >= kNone && reduction <= kSum, "wgangp_fast: unknown reduction ",
-              decimal(reduction));
+inline Groups check_penalty_args(const Tensor& grads, int64_t pac, int64_t reduction) {
+  WGF_CHECK(reduction >= kNone && reduction <= kSum, "unknown reduction ", reduction);
+  WGF_CHECK(is_kernel_dtype(grads.scalar_type()),
+            "grads must be float16, bfloat16, float32 or float64, got ", grads.scalar_type());
   return group_geometry(grads, pac, "grads");
 }
 
 // The same for penalty_backward, with the shapes of the forward's norms and of grad_out.
-inline Groups check_penalty_backward_args(const at::Tensor& grad_out, const at::Tensor& grads,
-                                          const at::Tensor& norms, int64_t pac,
-                                          int64_t reduction) {
+inline Groups check_penalty_backward_args(const Tensor& grad_out, const Tensor& grads,
+                                          const Tensor& norms, int64_t pac, int64_t reduction) {
   const Groups g = check_penalty_args(grads, pac, reduction);
   check_vector(norms, g.num_groups, "norms");
-  TORCH_CHECK(grad_out.numel() == (reduction == kNone ? g.num_groups : 1),
-              "wgangp_fast: grad_out has ", decimal(grad_out.numel()), " values for reduction ",
-              decimal(reduction));
+  WGF_CHECK(grad_out.numel() == (reduction == kNone ? g.num_groups : 1), "grad_out has ",
+            grad_out.numel(), " values for reduction ", reduction);
   return g;
 }
 

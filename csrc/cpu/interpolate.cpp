@@ -1,9 +1,4 @@
 // CPU kernels of interpolate: x = alpha * real + (1 - alpha) * fake, alpha per group of pac samples.
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-
 #include "../common/geometry.h"
 #include "kernels.h"
 #include "loops.h"
@@ -13,37 +8,43 @@ namespace cpu {
 
 namespace {
 
-void check_pair(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& alpha) {
+void check_cpu(const Tensor& t, const char* name) {
+  WGF_CHECK(t.is_cpu(), "the CPU kernels take CPU tensors, got ", name, " on another device");
+}
+
+void check_pair(const Tensor& real, const Tensor& fake, const Tensor& alpha) {
   check_interpolate_args(real, fake, alpha);
-  TORCH_CHECK(real.device().is_cpu() && fake.device().is_cpu() && alpha.device().is_cpu(),
-              "wgangp_fast: the CPU kernels take CPU tensors");
+  check_cpu(real, "real");
+  check_cpu(fake, "fake");
+  check_cpu(alpha, "alpha");
 }
 
 }  // namespace
 
-at::Tensor interpolate(const at::Tensor& real_in, const at::Tensor& fake_in,
-                       const at::Tensor& alpha_in, int64_t pac) {
+Tensor interpolate(const Tensor& real_in, const Tensor& fake_in, const Tensor& alpha_in,
+                   int64_t pac) {
   check_pair(real_in, fake_in, alpha_in);
   const Groups g = group_geometry(real_in, pac, "real");
   check_vector(alpha_in, g.num_groups, "alpha");
-  const at::Tensor real = real_in.contiguous();
-  const at::Tensor fake = fake_in.contiguous();
-  const at::Tensor alpha = alpha_in.contiguous();
-  at::Tensor out = at::empty_like(real, at::MemoryFormat::Contiguous);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "interpolate", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+  const Tensor real = flat(real_in);
+  const Tensor fake = flat(fake_in);
+  const Tensor alpha = flat(alpha_in);
+  Tensor out = alloc_like(real);
+  dispatch_floating(real.scalar_type(), "real", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc = acc_t<scalar_t>;
     const scalar_t* r = real.const_data_ptr<scalar_t>();
     const scalar_t* f = fake.const_data_ptr<scalar_t>();
-    const acc_t* a = alpha.const_data_ptr<acc_t>();
+    const acc* a = alpha.const_data_ptr<acc>();
     scalar_t* x = out.mutable_data_ptr<scalar_t>();
     for_each_group_run(g.numel, g.group_size, [&](int64_t j, int64_t b, int64_t e) {
-      const acc_t aj = a[j];
-      const acc_t bj = acc_t(1) - aj;
+      const acc aj = a[j];
+      const acc bj = acc(1) - aj;
       // Same operation order as the eager `alpha * real + (1 - alpha) * fake`, so float32 and
       // float64 results are bitwise those of the code this replaces.
       for (int64_t i = b; i < e; ++i) {
-        const acc_t t = aj * static_cast<acc_t>(r[i]);
-        const acc_t u = bj * static_cast<acc_t>(f[i]);
+        const acc t = aj * static_cast<acc>(r[i]);
+        const acc u = bj * static_cast<acc>(f[i]);
         x[i] = static_cast<scalar_t>(t + u);
       }
     });
@@ -51,47 +52,46 @@ at::Tensor interpolate(const at::Tensor& real_in, const at::Tensor& fake_in,
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> interpolate_backward(const at::Tensor& grad_in,
-                                                                    const at::Tensor& real_in,
-                                                                    const at::Tensor& fake_in,
-                                                                    const at::Tensor& alpha_in,
-                                                                    int64_t pac) {
+std::tuple<Tensor, Tensor, Tensor> interpolate_backward(const Tensor& grad_in,
+                                                        const Tensor& real_in,
+                                                        const Tensor& fake_in,
+                                                        const Tensor& alpha_in, int64_t pac) {
   check_pair(real_in, fake_in, alpha_in);
-  TORCH_CHECK(grad_in.sizes() == real_in.sizes() && grad_in.scalar_type() == real_in.scalar_type(),
-              "wgangp_fast: grad must match real in shape and dtype");
+  WGF_CHECK(grad_in.sizes().equals(real_in.sizes()) &&
+                grad_in.scalar_type() == real_in.scalar_type(),
+            "grad must match real in shape and dtype");
+  check_cpu(grad_in, "grad");
   const Groups g = group_geometry(real_in, pac, "real");
   check_vector(alpha_in, g.num_groups, "alpha");
-  const at::Tensor grad = grad_in.contiguous();
-  const at::Tensor real = real_in.contiguous();
-  const at::Tensor fake = fake_in.contiguous();
-  const at::Tensor alpha = alpha_in.contiguous();
-  at::Tensor d_real = at::empty_like(real, at::MemoryFormat::Contiguous);
-  at::Tensor d_fake = at::empty_like(real, at::MemoryFormat::Contiguous);
-  at::Tensor d_alpha = at::empty({g.num_groups}, alpha.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, real.scalar_type(), "interpolate_backward", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        const scalar_t* gp = grad.const_data_ptr<scalar_t>();
-        const scalar_t* r = real.const_data_ptr<scalar_t>();
-        const scalar_t* f = fake.const_data_ptr<scalar_t>();
-        const acc_t* a = alpha.const_data_ptr<acc_t>();
-        scalar_t* dr = d_real.mutable_data_ptr<scalar_t>();
-        scalar_t* df = d_fake.mutable_data_ptr<scalar_t>();
-        for_each_group_run(g.numel, g.group_size, [&](int64_t j, int64_t b, int64_t e) {
-          const acc_t aj = a[j];
-          const acc_t bj = acc_t(1) - aj;
-          for (int64_t i = b; i < e; ++i) {
-            const acc_t gi = static_cast<acc_t>(gp[i]);
-            dr[i] = static_cast<scalar_t>(aj * gi);
-            df[i] = static_cast<scalar_t>(bj * gi);
-          }
-        });
-        group_sums<acc_t>(g.num_groups, g.group_size, d_alpha.mutable_data_ptr<acc_t>(),
-                          [&](int64_t i) {
-                            return (static_cast<acc_t>(r[i]) - static_cast<acc_t>(f[i])) *
-                                   static_cast<acc_t>(gp[i]);
-                          });
-      });
+  const Tensor grad = flat(grad_in);
+  const Tensor real = flat(real_in);
+  const Tensor fake = flat(fake_in);
+  const Tensor alpha = flat(alpha_in);
+  Tensor d_real = alloc_like(real);
+  Tensor d_fake = alloc_like(real);
+  Tensor d_alpha = alloc({g.num_groups}, alpha.scalar_type(), alpha);
+  dispatch_floating(real.scalar_type(), "real", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc = acc_t<scalar_t>;
+    const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+    const scalar_t* r = real.const_data_ptr<scalar_t>();
+    const scalar_t* f = fake.const_data_ptr<scalar_t>();
+    const acc* a = alpha.const_data_ptr<acc>();
+    scalar_t* dr = d_real.mutable_data_ptr<scalar_t>();
+    scalar_t* df = d_fake.mutable_data_ptr<scalar_t>();
+    for_each_group_run(g.numel, g.group_size, [&](int64_t j, int64_t b, int64_t e) {
+      const acc aj = a[j];
+      const acc bj = acc(1) - aj;
+      for (int64_t i = b; i < e; ++i) {
+        const acc gi = static_cast<acc>(gp[i]);
+        dr[i] = static_cast<scalar_t>(aj * gi);
+        df[i] = static_cast<scalar_t>(bj * gi);
+      }
+    });
+    group_sums<acc>(g.num_groups, g.group_size, d_alpha.mutable_data_ptr<acc>(), [&](int64_t i) {
+      return (static_cast<acc>(r[i]) - static_cast<acc>(f[i])) * static_cast<acc>(gp[i]);
+    });
+  });
   return {d_real, d_fake, d_alpha};
 }
 

@@ -3,7 +3,7 @@
 // bitwise the same for any number of threads.
 #pragma once
 
-#include <ATen/Parallel.h>
+#include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -25,7 +25,7 @@ constexpr int kLanes = 16;
 // over all `numel` elements, in parallel.
 template <typename F>
 void for_each_group_run(int64_t numel, int64_t group_size, const F& body) {
-  at::parallel_for(0, numel, kGrain, [&](int64_t b, int64_t e) {
+  torch::stable::parallel_for(0, numel, kGrain, [&](int64_t b, int64_t e) {
     int64_t i = b;
     while (i < e) {
       const int64_t j = i / group_size;
@@ -59,7 +59,7 @@ void group_sums(int64_t num_groups, int64_t group_size, acc_t* out, const Term& 
   const int64_t tasks = num_groups * chunks;
   const int64_t grain = std::max<int64_t>(1, kGrain / chunk_len);
   std::vector<acc_t> partial(chunks > 1 ? tasks : 0);
-  at::parallel_for(0, tasks, grain, [&](int64_t b, int64_t e) {
+  torch::stable::parallel_for(0, tasks, grain, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t j = t / chunks;
       const int64_t c = t % chunks;

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import warnings
+
 import pytest
 import torch
 
@@ -46,3 +50,85 @@ def test_reference_and_cpu_backends_agree():
     a = wgangp_fast.gradient_norm_penalty(g, pac=3, backend="cpu")
     b = wgangp_fast.gradient_norm_penalty(g, pac=3, backend="reference")
     torch.testing.assert_close(a, b)
+
+
+def check_stable_abi_only(path: str) -> None:
+    """The library at `path` imports no C++ symbol of torch (whose mangled names change between
+    releases: a wheel that did loaded under only the torch it was built with, failing elsewhere
+    with `undefined symbol: _ZN5torch8autograd13_wrap_outputs...`) and nothing of Python's C API:
+    only torch's C shim (aoti_torch_*, torch_*) and the C/C++ (and CUDA) runtimes."""
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("no nm (binutils) to list the library's symbols with")
+    listed = subprocess.run([nm, "-D", "--undefined-only", path], check=True,
+                            capture_output=True, text=True).stdout.split()
+    undefined = [name.split("@")[0] for name in listed if name not in ("U", "w", "v")]
+    torch_cpp = [n for n in undefined if n.startswith(("_ZN2at", "_ZN3c10", "_ZN5torch"))]
+    python = [n for n in undefined if n.startswith(("Py", "_Py"))]
+    assert torch_cpp == [] and python == [], (path, torch_cpp[:5], python[:5])
+    assert any(n.startswith("aoti_torch_") for n in undefined), (path, undefined[:20])
+
+
+def test_cpu_library_uses_only_the_stable_abi():
+    lib = backends._cpu_extension()
+    assert lib.loaded, lib.error
+    check_stable_abi_only(lib.path)
+
+
+@pytest.fixture
+def unloadable_cpu_library(tmp_path, monkeypatch):
+    """The package's CPU library replaced by a real shared library that cannot load: it needs a
+    C++ symbol of torch's autograd that this torch does not export, as a wheel built for another
+    torch did before the stable ABI. The backend table's caches are cleared around the test."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("c++")
+    if cc is None:
+        pytest.skip("no C compiler to build a library that cannot load")
+    source = tmp_path / "broken.c"
+    source.write_text("void _ZN5torch8autograd13_wrap_outputsEv(void);\n"
+                      "void wgangp_fast_probe(void) { _ZN5torch8autograd13_wrap_outputsEv(); }\n")
+    broken = tmp_path / "_C.abi3.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(broken), str(source)], check=True,
+                   capture_output=True, timeout=120)
+
+    def clear():
+        backends._load_library.cache_clear()
+        backends._RESOLVED.clear()
+        backends.get.cache_clear()
+        getattr(backends, "_WARNED", set()).clear()
+
+    clear()
+    monkeypatch.setattr(backends, "_library_path",
+                        lambda name: str(broken) if name == "_C" else None)
+    monkeypatch.delenv("WGANGP_FAST_BACKEND", raising=False)
+    yield broken
+    monkeypatch.undo()
+    clear()
+
+
+def test_auto_warns_once_when_the_compiled_library_cannot_load(unloadable_cpu_library):
+    """backend="auto" then runs the reference backend, as before, but says so once, with the
+    reason (the loader's error) and the fix; an explicit backend="cpu" is an error saying the
+    same; backend_status() too."""
+    torch.manual_seed(0)
+    real, fake = torch.randn(6, 5), torch.randn(6, 5)
+    alpha = torch.rand(3)
+    with pytest.warns(RuntimeWarning) as caught:
+        x = wgangp_fast.interpolate(real, fake, alpha, pac=2)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, messages
+    message = messages[0]
+    assert str(unloadable_cpu_library) in message and "undefined symbol" in message
+    assert "reference" in message and "pip install" in message
+    assert caught[0].filename == __file__  # points at the caller's line
+    torch.testing.assert_close(x, wgangp_fast.interpolate(real, fake, alpha, pac=2,
+                                                          backend="reference"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wgangp_fast.gradient_norm_penalty(torch.randn(6, 5), pac=2)  # once a process
+        wgangp_fast.interpolate(real, fake, alpha, pac=2)
+    assert backends.resolve("auto", torch.device("cpu")) == "reference"
+    with pytest.raises(RuntimeError, match="does not load.*undefined symbol"):
+        wgangp_fast.interpolate(real, fake, alpha, pac=2, backend="cpu")
+    status = wgangp_fast.backend_status()["cpu"]
+    assert status.startswith("compiled, but does not load") and "undefined symbol" in status
+    assert "cpu" not in wgangp_fast.available_backends()

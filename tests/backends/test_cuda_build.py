@@ -1,6 +1,7 @@
 """The CUDA extension is built wherever a CUDA toolkit is, GPU or not (this runs on CPU machines):
-it imports, registers the kernel ops for CUDA tensors, holds the GPU code it was built for, uses
-16-byte loads and no atomics, and the cuda backend reports itself honestly."""
+it loads, registers the kernel ops for CUDA tensors, holds the GPU code it was built for, uses
+16-byte loads and no atomics, links against no unstable torch C++ symbol, and the cuda backend
+reports itself honestly."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import torch
 
 import wgangp_fast
 from wgangp_fast import backends
+
+from .test_backends import check_stable_abi_only
 
 KERNEL_OPS = ("interpolate_kernel", "interpolate_backward_kernel", "penalty_forward_kernel",
               "penalty_backward_kernel")
@@ -62,17 +65,18 @@ def _cuobjdump():
 
 @pytest.fixture(scope="module")
 def cuda_module():
-    mod, why = backends._cuda_extension()
-    assert mod is not None, (
-        f"wgangp_fast._C_cuda does not import ({why}) although a CUDA toolkit is at {_nvcc()}: "
-        "rebuild with `pip install --no-build-isolation -e .` and read the build log")
-    return mod
+    lib = backends._cuda_extension()
+    assert lib.loaded, (
+        f"wgangp_fast/_C_cuda does not load ({lib.error}) although a CUDA toolkit is at "
+        f"{_nvcc()}: rebuild with `pip install --no-build-isolation -e .` and read the build log")
+    return lib
 
 
 @pytest.fixture(scope="module")
 def targets(cuda_module):
-    targets = set(cuda_module.cuda_targets.split("_"))
-    assert targets and "unknown" not in targets, cuda_module.cuda_targets
+    listed = backends.cuda_targets()
+    targets = set(listed.split("_"))
+    assert targets and "unknown" not in targets, listed
     return targets
 
 
@@ -89,8 +93,8 @@ def _run(tool, *args):
                           timeout=300).stdout
 
 
-def test_module_imports_and_registers_the_kernel_ops_for_cuda(cuda_module):
-    assert Path(cuda_module.__file__).name.startswith("_C_cuda")
+def test_library_loads_and_registers_the_kernel_ops_for_cuda(cuda_module):
+    assert Path(cuda_module.path).name.startswith("_C_cuda.")
     for name in KERNEL_OPS:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"wgangp_fast::{name}", "CUDA"), name
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"wgangp_fast::{name}", "CPU"), name
@@ -104,7 +108,7 @@ def test_targets_include_hopper_and_the_default_list(targets):
 
 
 def test_shared_object_holds_the_sass_and_ptx_it_was_built_for(cuda_module, targets, cuobjdump):
-    so = cuda_module.__file__
+    so = cuda_module.path
     elves = re.findall(r"ELF file\s+\d+:\s+(\w+)\.sm_(\w+)\.cubin",
                        _run(cuobjdump, "--list-elf", so))
     ptxs = re.findall(r"PTX file\s+\d+:\s+(\w+)\.sm_(\w+)\.ptx", _run(cuobjdump, "--list-ptx", so))
@@ -118,7 +122,7 @@ def test_shared_object_holds_the_sass_and_ptx_it_was_built_for(cuda_module, targ
 @pytest.fixture(scope="module")
 def sass(cuda_module, cuobjdump):
     """Kernel name -> its sm_90 (or first) SASS text."""
-    text = _run(cuobjdump, "--dump-sass", cuda_module.__file__)
+    text = _run(cuobjdump, "--dump-sass", cuda_module.path)
     functions = {}
     arch = None
     for block in re.split(r"\n(?=\s*code for sm_)", text):
@@ -182,3 +186,8 @@ def test_reduce_plans_cover_every_element_once(tmp_path):
     assert run.returncode == 0, run.stdout
     checked = re.search(r"checked (\d+) plans, 0 failures", run.stdout)
     assert checked and int(checked.group(1)) > 1000, run.stdout
+
+
+
+def test_library_uses_only_the_stable_abi(cuda_module):
+    check_stable_abi_only(cuda_module.path)

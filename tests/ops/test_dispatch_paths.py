@@ -1,6 +1,8 @@
-"""Eager calls skip the registered ops: the compiled backends call their kernel ops, whose autograd
-is C++ (csrc/autograd.cpp), the others autograd.Function twins of the registered ops. Every path
-must give the same values and gradients, and pass gradcheck and gradgradcheck."""
+"""Eager calls skip the registered ops: every backend's kernels run inside a plain
+autograd.Function of ops/ (or bare, where autograd records nothing); torch.func transforms and
+torch.compile take the setup_context twin of that Function; the compiled kernel ops also carry an
+autograd of their own (registered in Python) for their direct callers. Every path must give the
+same values and gradients, and pass gradcheck and gradgradcheck."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from ..cases import FUSED_GRAD_FN, backend_params, batch, node_name
 
 BACKEND = backend_params()
 COMPILED = backend_params(["cpu", "cuda"])
+FUNCTIONS = (_InterpolateFn, _InterpolateBackwardFn, _PenaltyFn, _PenaltyBackwardFn)
 
 
 def _run_all(backend):
@@ -32,26 +35,42 @@ def _run_all(backend):
     return [out.detach(), norms.detach(), x.detach(), real.grad, fake.grad, alpha.grad, weight.grad]
 
 
+def _count_applies(monkeypatch):
+    """{"eager": [...], "twin": [...]}: the Functions whose apply() runs, in order."""
+    applied = {"eager": [], "twin": []}
+    for fn in FUNCTIONS:
+        for kind, cls in (("eager", fn.eager), ("twin", fn)):
+            original = cls.apply
+            monkeypatch.setattr(cls, "apply", lambda *a, _o=original, _k=kind, _fn=fn:
+                                applied[_k].append(_fn) or _o(*a))
+    return applied
+
+
 @pytest.mark.parametrize("backend", BACKEND)
-def test_twin_and_dispatcher_paths_agree(backend, monkeypatch):
-    fast = _run_all(backend)
-    monkeypatch.setattr(_dispatch, "CPP_AUTOGRAD", False)  # the compiled backends' twins
+def test_eager_twin_and_dispatcher_paths_agree(backend, monkeypatch):
+    applied = _count_applies(monkeypatch)
+    eager = _run_all(backend)
+    assert applied["eager"] == [_InterpolateFn, _PenaltyFn] and applied["twin"] == []
+    # the path a torch.func transform takes: the setup_context twins, forward and backward
+    monkeypatch.setattr(_dispatch, "_transforms_active", lambda: True)
     twins = _run_all(backend)
+    assert applied["twin"][:2] == [_InterpolateFn, _PenaltyFn]
+    assert applied["eager"] == [_InterpolateFn, _PenaltyFn]
+    monkeypatch.undo()
     monkeypatch.setattr(_dispatch, "FORCE_DISPATCHER", True)
     dispatched = _run_all(backend)
-    for a, b, c in zip(fast, twins, dispatched):
+    for a, b, c in zip(eager, twins, dispatched):
         assert torch.equal(a, b) and torch.equal(a, c)
 
 
-def test_the_flags_are_read_and_set_through_wgangp_fast_ops(monkeypatch):
-    """wgangp_fast.ops.CPP_AUTOGRAD and FORCE_DISPATCHER are the flags _run reads in _dispatch."""
-    before = {name: getattr(_dispatch, name) for name in ("CPP_AUTOGRAD", "FORCE_DISPATCHER")}
-    for name, value in before.items():
-        assert getattr(ops, name) is value
-        monkeypatch.setattr(ops, name, not value)
-        assert getattr(_dispatch, name) is (not value) and getattr(ops, name) is (not value)
+def test_the_flag_is_read_and_set_through_wgangp_fast_ops(monkeypatch):
+    """wgangp_fast.ops.FORCE_DISPATCHER is the flag _run reads in _dispatch."""
+    before = _dispatch.FORCE_DISPATCHER
+    assert ops.FORCE_DISPATCHER is before
+    monkeypatch.setattr(ops, "FORCE_DISPATCHER", not before)
+    assert _dispatch.FORCE_DISPATCHER is (not before) and ops.FORCE_DISPATCHER is (not before)
     monkeypatch.undo()
-    assert {name: getattr(_dispatch, name) for name in before} == before
+    assert _dispatch.FORCE_DISPATCHER is before
 
 
 @pytest.mark.parametrize("backend", BACKEND)
@@ -76,74 +95,73 @@ def test_dispatcher_path_gradgradcheck(backend, monkeypatch):
 
 
 @pytest.mark.parametrize("backend", BACKEND)
-def test_calls_autograd_would_not_record_skip_the_function(backend, monkeypatch):
+def test_eager_calls_record_one_node_and_backward_kernels_run_bare(backend, monkeypatch):
     """No input requiring grad, or grad mode off (a first-order backward): the kernel runs bare,
-    with the same values as through the autograd.Function, and records no graph (the compiled
-    backends' twins with the C++ autograd switched off)."""
-    monkeypatch.setattr(_dispatch, "CPP_AUTOGRAD", False)
+    with the same values as through the autograd.Function, and records no graph. An input that
+    requires grad: one node per op, of the plain Function; a first-order backward builds no graph;
+    create_graph=True builds one through the backward op's Function; no twin runs."""
+    applied = _count_applies(monkeypatch)
     real, fake = batch(6, (5,), torch.float32, 7), batch(6, (5,), torch.float32, 8)
     alpha = torch.tensor([0.2, 0.5, 0.9], device=real.device)
     grads = batch(6, (5,), torch.float32, 9)
-    applied = []
-    for fn in (_InterpolateFn, _PenaltyFn, _PenaltyBackwardFn):
-        original = fn.apply
-        monkeypatch.setattr(fn, "apply", lambda *a, _o=original, _fn=fn: applied.append(_fn)
-                            or _o(*a))
     x = wgangp_fast.interpolate(real, fake, alpha, pac=2, backend=backend)
     out = wgangp_fast.gradient_norm_penalty(grads, pac=2, backend=backend)
-    assert applied == [] and x.grad_fn is None and out.grad_fn is None
+    assert applied["eager"] == [] and x.grad_fn is None and out.grad_fn is None
 
-    g = grads.clone().requires_grad_()
-    out_g = wgangp_fast.gradient_norm_penalty(g, pac=2, backend=backend)
-    assert applied == [_PenaltyFn]
-    (d_plain,) = torch.autograd.grad(out_g, g, retain_graph=True)
-    assert applied == [_PenaltyFn]  # first order: the backward kernel ran bare
-    (d_graph,) = torch.autograd.grad(out_g, g, create_graph=True)
-    assert applied == [_PenaltyFn, _PenaltyBackwardFn] and d_graph.grad_fn is not None
-    assert torch.equal(d_plain, d_graph.detach())
-    with torch.no_grad():
-        assert torch.equal(out, wgangp_fast.gradient_norm_penalty(g, pac=2, backend=backend))
-    assert torch.equal(out, out_g.detach())
-    assert torch.equal(x, _InterpolateFn.kernel(real, fake, alpha, 2,
-                                                wgangp_fast.backends.resolve(backend, real.device)))
-
-
-@pytest.mark.parametrize("backend", COMPILED)
-def test_compiled_backends_record_one_cpp_node_and_no_python_function(backend, monkeypatch):
-    """The C++ path: no autograd.Function twin runs; the graph holds the C++ nodes; a first-order
-    backward builds no graph, create_graph=True builds one through the backward kernel op's
-    registered autograd; calls autograd would not record run bare."""
-    real, fake = batch(6, (5,), torch.float32, 7), batch(6, (5,), torch.float32, 8)
-    alpha = torch.tensor([0.2, 0.5, 0.9], device=real.device)
-    applied = []
-    for fn in (_InterpolateFn, _InterpolateBackwardFn, _PenaltyFn, _PenaltyBackwardFn):
-        original = fn.apply
-        monkeypatch.setattr(fn, "apply", lambda *a, _o=original, _fn=fn: applied.append(_fn)
-                            or _o(*a))
-    x = wgangp_fast.interpolate(real, fake, alpha, pac=2, backend=backend)
-    assert x.grad_fn is None
     r = real.clone().requires_grad_()
     x_r = wgangp_fast.interpolate(r, fake, alpha, pac=2, backend=backend)
     assert "wgangp_fast_interpolate" in node_name(x_r.grad_fn)
     (d_r,) = torch.autograd.grad(x_r, r, torch.ones_like(x_r))
     assert torch.equal(d_r, alpha.repeat_interleave(2).reshape(6, 1).expand(6, 5))
 
-    g = batch(6, (5,), torch.float32, 9).requires_grad_()
-    out = wgangp_fast.gradient_norm_penalty(g, pac=2, backend=backend)
-    assert FUSED_GRAD_FN in node_name(out.grad_fn)
-    assert "CppNode" in node_name(out.grad_fn)
-    (d_plain,) = torch.autograd.grad(out, g, retain_graph=True)
+    g = grads.clone().requires_grad_()
+    out_g = wgangp_fast.gradient_norm_penalty(g, pac=2, backend=backend)
+    assert FUSED_GRAD_FN in node_name(out_g.grad_fn)
+    assert applied["eager"] == [_InterpolateFn, _PenaltyFn]
+    (d_plain,) = torch.autograd.grad(out_g, g, retain_graph=True)
     assert d_plain.grad_fn is None
-    (d_graph,) = torch.autograd.grad(out, g, create_graph=True)
-    assert "penalty_backward_kernel" in node_name(d_graph.grad_fn)
+    assert applied["eager"] == [_InterpolateFn, _PenaltyFn]  # first order: the kernel ran bare
+    (d_graph,) = torch.autograd.grad(out_g, g, create_graph=True)
+    assert applied["eager"] == [_InterpolateFn, _PenaltyFn, _PenaltyBackwardFn]
+    assert "wgangp_fast_gradient_norm_penalty_backward" in node_name(d_graph.grad_fn)
     assert torch.equal(d_plain, d_graph.detach())
     (dd,) = torch.autograd.grad(d_graph.square().sum(), g)
-    with torch.no_grad():
-        assert wgangp_fast.gradient_norm_penalty(g, pac=2, backend=backend).grad_fn is None
-    assert applied == []
     hessian = torch.autograd.functional.hessian(
         lambda v: wgangp_fast.gradient_norm_penalty(v, pac=2, backend="reference"), g.detach())
     torch.testing.assert_close(dd, torch.einsum("ijkl,kl->ij", hessian, 2 * d_plain))
+    with torch.no_grad():
+        assert torch.equal(out, wgangp_fast.gradient_norm_penalty(g, pac=2, backend=backend))
+    assert torch.equal(out, out_g.detach())
+    assert torch.equal(x, _InterpolateFn.kernel(real, fake, alpha, 2,
+                                                wgangp_fast.backends.resolve(backend, real.device)))
+    assert applied["twin"] == []
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_kernel_ops_carry_their_own_autograd(backend):
+    """torch.ops.wgangp_fast.*_kernel called directly, through the dispatcher's Autograd key:
+    first and second derivatives (the autograd ops/ registers for them, the stable ABI having
+    none in C++)."""
+    ops_ = torch.ops.wgangp_fast
+    real = batch(4, (3,), torch.float64, 11).requires_grad_()
+    fake = batch(4, (3,), torch.float64, 12).requires_grad_()
+    alpha = torch.tensor([0.3, 0.6], dtype=torch.float64, device=real.device, requires_grad=True)
+    x = ops_.interpolate_kernel(real, fake, alpha, 2)
+    assert x.grad_fn is not None
+    assert torch.autograd.gradcheck(lambda r, f, a: ops_.interpolate_kernel(r, f, a, 2),
+                                    (real, fake, alpha))
+    assert torch.autograd.gradgradcheck(lambda r, f, a: ops_.interpolate_kernel(r, f, a, 2),
+                                        (real, fake, alpha))
+    grads = batch(4, (3,), torch.float64, 13).requires_grad_()
+    weight = torch.tensor([0.5, 2.0], dtype=torch.float64, device=grads.device,
+                          requires_grad=True)
+
+    def pen(g, w):
+        out, norms = ops_.penalty_forward_kernel(g, w, 2, 0.5, False, 0.0, 1.5, 1, 3.0)
+        return out + norms.sum()
+
+    assert torch.autograd.gradcheck(pen, (grads, weight))
+    assert torch.autograd.gradgradcheck(pen, (grads, weight))
 
 
 @pytest.mark.parametrize("backend", BACKEND)

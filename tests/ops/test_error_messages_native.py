@@ -5,7 +5,7 @@ std::ostream::_M_insert<long> while c10::str formatted "N=4" for a failed check,
 strings formatted fine. Linking a small extension with -static-libstdc++ reproduces that failure
 mode (with GCC 12 the integer is lost from the message, the stream failing instead of crashing),
 so the checks in csrc/common/geometry.h, which every backend's host code uses, are held here to
-messages that keep their numbers in such a build. The calls run in child processes: where the
+messages that keep their numbers in such a build (a stable-ABI extension, as the package's are). The calls run in child processes: where the
 failure mode is a crash, it ends a child, not the test run.
 """
 
@@ -22,16 +22,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 SOURCE = r"""
-#include <torch/library.h>
+#include <sstream>
 
 #include "common/geometry.h"
 
-using at::Tensor;
+using wgangp_fast::Tensor;
 
-// The hazard: an integer through `ostream << int64_t` in this extension's own libstdc++.
+// The hazard: an integer through `ostream << int64_t` in this extension's own libstdc++ (as
+// torch's STD_TORCH_CHECK formats its message, __LINE__ included).
 Tensor raw_format(const Tensor& t, int64_t pac) {
-  TORCH_CHECK(false, "the batch size N=", t.size(0), " must be a multiple of pac=", pac);
-  return t;
+  std::ostringstream out;
+  out << "the batch size N=" << t.size(0) << " must be a multiple of pac=" << pac;
+  throw std::runtime_error(out.str());
 }
 
 Tensor geometry(const Tensor& t, int64_t pac) {
@@ -55,12 +57,20 @@ Tensor grad_out(const Tensor& grad_out, const Tensor& grads, const Tensor& norms
   return grads;
 }
 
-TORCH_LIBRARY(wgangp_fast_static_stdcxx, m) {
-  m.def("raw_format(Tensor t, int pac) -> Tensor", &raw_format);
-  m.def("geometry(Tensor t, int pac) -> Tensor", &geometry);
-  m.def("vector(Tensor t, int m) -> Tensor", &vector);
-  m.def("reduction(Tensor t, int reduction) -> Tensor", &reduction);
-  m.def("grad_out(Tensor grad_out, Tensor grads, Tensor norms, int reduction) -> Tensor", &grad_out);
+STABLE_TORCH_LIBRARY(wgangp_fast_static_stdcxx, m) {
+  m.def("raw_format(Tensor t, int pac) -> Tensor");
+  m.def("geometry(Tensor t, int pac) -> Tensor");
+  m.def("vector(Tensor t, int m) -> Tensor");
+  m.def("reduction(Tensor t, int reduction) -> Tensor");
+  m.def("grad_out(Tensor grad_out, Tensor grads, Tensor norms, int reduction) -> Tensor");
+}
+
+STABLE_TORCH_LIBRARY_IMPL(wgangp_fast_static_stdcxx, CPU, m) {
+  m.impl("raw_format", TORCH_BOX(&raw_format));
+  m.impl("geometry", TORCH_BOX(&geometry));
+  m.impl("vector", TORCH_BOX(&vector));
+  m.impl("reduction", TORCH_BOX(&reduction));
+  m.impl("grad_out", TORCH_BOX(&grad_out));
 }
 """
 
@@ -75,6 +85,7 @@ from torch.utils import cpp_extension
 
 build, source, csrc, probe = sys.argv[1:5]
 cpp_extension.load(name="wgangp_fast_static_stdcxx", sources=[source], extra_include_paths=[csrc],
+                   extra_cflags=["-DTORCH_TARGET_VERSION=0x020a000000000000"],
                    extra_ldflags=["-static-libstdc++"], build_directory=build,
                    is_python_module=False, verbose=False)
 ops = torch.ops.wgangp_fast_static_stdcxx

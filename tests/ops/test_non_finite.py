@@ -14,7 +14,7 @@ from wgangp_fast.testing import autograd_gradient_norm_penalty
 from ..cases import DEVICE, backend_params
 
 BACKEND = backend_params()
-PATHS = ["default", "twin", "dispatcher"]
+PATHS = ["default", "twin", "dispatcher"]  # eager Function, setup_context twin, registered op
 
 
 def _poisoned(value, dtype=torch.float64):
@@ -27,8 +27,8 @@ def _poisoned(value, dtype=torch.float64):
 
 
 def _set_path(path, monkeypatch):
-    if path in ("twin", "dispatcher"):
-        monkeypatch.setattr(_dispatch, "CPP_AUTOGRAD", False)
+    if path == "twin":  # the path torch.func transforms take
+        monkeypatch.setattr(_dispatch, "_transforms_active", lambda: True)
     if path == "dispatcher":
         monkeypatch.setattr(_dispatch, "FORCE_DISPATCHER", True)
 

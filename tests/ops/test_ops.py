@@ -294,7 +294,7 @@ def test_opcheck(backend):
     torch.library.opcheck(ops.interpolate_backward, (grad, real.detach(), fake, alpha.detach(), 2,
                                                      backend))
     grads = batch(4, (5,), torch.float32, 21).requires_grad_()
-    weight = _weight(2).float()
+    weight = _weight(2).float().requires_grad_()
     for red in (0, 1, 2):
         torch.library.opcheck(ops.gradient_norm_penalty,
                               (grads, weight, 2, 1.0, False, 0.0, 1.0, red, 10.0, backend))
@@ -306,9 +306,9 @@ def test_opcheck(backend):
 
 
 @pytest.mark.parametrize("backend", backend_params(["cpu", "cuda"]))
-def test_opcheck_kernel_ops_with_their_cpp_autograd(backend):
-    """The compiled kernel ops carry autograd (C++ first order, Python-registered second order of
-    their backward ops): opcheck with inputs that require grad checks that registration too."""
+def test_opcheck_kernel_ops_with_their_autograd(backend):
+    """The compiled kernel ops carry autograd (registered in Python by ops/, both orders):
+    opcheck with inputs that require grad checks that registration too."""
     if (backend == "cuda") != (DEVICE.type == "cuda"):
         pytest.skip(f"the {backend} kernel ops take {backend.upper()} tensors; tests run on {DEVICE}")
     ops = torch.ops.wgangp_fast

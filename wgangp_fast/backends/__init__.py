@@ -15,17 +15,27 @@ alpha is [M] in the accumulation dtype; reduction is 0 (none), 1 (mean) or 2 (su
 
 from __future__ import annotations
 
+import ctypes
 import functools
-import importlib
+import importlib.util
 import os
+import sys
+import warnings
+from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Optional
 
 import torch
 
 BACKENDS = ("cuda", "triton", "cpu", "reference")
-# The backends whose kernels are the compiled kernel ops, with their autograd in C++.
+# The backends whose kernels are the compiled kernel ops (csrc/, the libraries below).
 COMPILED = ("cpu", "cuda")
 ENV_VAR = "WGANGP_FAST_BACKEND"
+# The compiled libraries of each compiled backend: the CPU one defines the kernel ops' schemas,
+# the CUDA one adds their CUDA kernels.
+LIBRARIES = {"cpu": "_C", "cuda": "_C_cuda"}
+# The oldest torch whose LibTorch stable ABI the libraries are built for (setup.py).
+MIN_TORCH = (2, 10)
 
 _BUILD_HINT = (
     "reinstall from the source tree with `pip install --no-build-isolation -e .` "
@@ -33,24 +43,123 @@ _BUILD_HINT = (
 )
 
 
-@functools.cache
-def _load_extension(name: str):
-    """Import a compiled extension; returns (module or None, reason it is missing)."""
+class ExtensionWarning(RuntimeWarning):
+    """A compiled library is in the package but does not load, so backend="auto" runs a slower
+    backend than the package was installed for."""
+
+
+@dataclass(frozen=True)
+class Library:
+    """A compiled library of the package: where it is, and whether it loaded."""
+
+    name: str            # "_C" or "_C_cuda"
+    path: Optional[str]  # the file, None when the package holds none
+    error: str = ""      # why it did not load ("" when it did)
+
+    @property
+    def loaded(self) -> bool:
+        return self.path is not None and not self.error
+
+
+def _library_path(name: str) -> Optional[str]:
+    """The file of compiled library wgangp_fast.<name> (e.g. wgangp_fast/_C.abi3.so), found as
+    the import system would find that extension module, so an editable install's in-place build
+    and an installed wheel are found alike; None when there is none."""
+    spec = importlib.util.find_spec(f"{__name__.rpartition('.')[0]}.{name}")
+    return spec.origin if spec is not None and spec.origin else None
+
+
+def _torch_too_old() -> bool:
+    release = torch.__version__.split("+")[0].split(".")
     try:
-        return importlib.import_module(f"wgangp_fast.{name}"), ""
-    except ImportError as err:
-        return None, str(err)
+        return (int(release[0]), int(release[1])) < MIN_TORCH
+    except (IndexError, ValueError):
+        return False
 
 
-def _cpu_extension():
-    return _load_extension("_C")
+@functools.cache
+def _load_library(name: str) -> Library:
+    """Loads wgangp_fast.<name> with torch.ops.load_library, which runs its kernel registrations
+    (the libraries hold no Python module: they are built on the stable ABI, without Python's C API)."""
+    path = _library_path(name)
+    if path is None:
+        return Library(name, None, f"the package holds no wgangp_fast/{name} library (not built)")
+    try:
+        torch.ops.load_library(path)
+    except (OSError, RuntimeError) as err:
+        # load_library raises "Could not load this library" from the loader's own error, which
+        # says why (e.g. "undefined symbol: ..."): that is the one to report.
+        cause = err.__cause__ or err
+        return Library(name, path, f"{path} does not load under torch {torch.__version__}: "
+                                   f"{str(cause).strip()}")
+    return Library(name, path)
 
 
-def _cuda_extension():
-    mod, why = _cpu_extension()
-    if mod is None:
-        return None, f"the CPU extension is missing too ({why})"
-    return _load_extension("_C_cuda")
+def _cpu_extension() -> Library:
+    return _load_library(LIBRARIES["cpu"])
+
+
+def _cuda_extension() -> Library:
+    cpu = _cpu_extension()
+    if not cpu.loaded:
+        return Library(LIBRARIES["cuda"], None, f"the CPU library is unavailable too ({cpu.error})")
+    return _load_library(LIBRARIES["cuda"])
+
+
+def cuda_targets() -> Optional[str]:
+    """The GPU code the CUDA library holds (e.g. sm80_sm90_ptx90: SASS for sm_80 and sm_90, PTX
+    for compute_90), or None without a loaded CUDA library."""
+    lib = _cuda_extension()
+    if not lib.loaded:
+        return None
+    query = ctypes.CDLL(lib.path).wgangp_fast_cuda_targets  # the library torch already loaded
+    query.restype = ctypes.c_char_p
+    return query().decode()
+
+
+def _fix_hint(backend: str = "cpu") -> str:
+    if backend == "cuda" and torch.version.cuda is None:
+        return (f"torch {torch.__version__} is a CPU build: the cuda backend needs a CUDA build "
+                "of torch")
+    if _torch_too_old():
+        return (f"the compiled libraries need torch >= {MIN_TORCH[0]}.{MIN_TORCH[1]} (this is "
+                f"{torch.__version__}): upgrade torch")
+    return ("reinstall wgangp_fast for this torch: a wheel built for torch >= 2.10 (`pip install "
+            "--force-reinstall --no-deps wgangp_fast-*.whl`), or `pip install -e .` in the source "
+            "tree (README, 'Install')")
+
+
+# The backends whose library failures have been reported, so each is reported once a process.
+_WARNED: set = set()
+
+
+def _warn_unloadable(backend: str) -> None:
+    """Warns, once a process, that `backend`'s compiled library is in the package but does not
+    load, and says why and how to fix it. A library that was never built is not a failure for
+    cuda (a CPU-only install), but is for cpu, which every install builds."""
+    lib = _cpu_extension() if backend == "cpu" else _cuda_extension()
+    if lib.loaded or backend in _WARNED:
+        return
+    if lib.path is None and backend == "cuda" and _cpu_extension().loaded:
+        return
+    _WARNED.add(backend)
+    fallback = "triton or reference" if backend == "cuda" else "reference"
+    warnings.warn(f"wgangp_fast: the compiled {backend} backend is unavailable: {lib.error}. "
+                  f'backend="auto" runs the {fallback} backend instead, which is slower. Fix: '
+                  f"{_fix_hint(backend)}.", ExtensionWarning, stacklevel=_outside_stacklevel())
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _outside_stacklevel() -> int:
+    """warnings.warn's stacklevel of the first caller outside this package, so the warning
+    points at the user's line, through whichever public function reached the choice."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            _PACKAGE_DIR + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 @functools.cache
@@ -69,10 +178,12 @@ def triton_interpreted() -> bool:
 def backend_status() -> dict:
     """A line per backend: 'available ...' or why it is not."""
     status = {}
-    cuda_mod, cuda_why = _cuda_extension()
+    cuda = _cuda_extension()
     gpu = torch.cuda.is_available()
-    if cuda_mod is None:
-        status["cuda"] = f"not compiled with CUDA ({cuda_why}); {_BUILD_HINT} with a CUDA toolkit"
+    if cuda.path is None:
+        status["cuda"] = f"not compiled with CUDA ({cuda.error}); {_BUILD_HINT} with a CUDA toolkit"
+    elif not cuda.loaded:
+        status["cuda"] = f"compiled, but does not load: {cuda.error}; {_fix_hint('cuda')}"
     elif not gpu:
         status["cuda"] = "compiled, but no CUDA device is visible"
     else:
@@ -86,9 +197,13 @@ def backend_status() -> dict:
         status["triton"] = "available (CPU tensors, TRITON_INTERPRET=1)"
     else:
         status["triton"] = "installed, but no CUDA device (set TRITON_INTERPRET=1 for CPU tensors)"
-    cpu_mod, cpu_why = _cpu_extension()
-    status["cpu"] = "available (CPU tensors)" if cpu_mod is not None else (
-        f"not built ({cpu_why}); {_BUILD_HINT}")
+    cpu = _cpu_extension()
+    if cpu.loaded:
+        status["cpu"] = "available (CPU tensors)"
+    elif cpu.path is None:
+        status["cpu"] = f"not built ({cpu.error}); {_BUILD_HINT}"
+    else:
+        status["cpu"] = f"compiled, but does not load: {cpu.error}; {_fix_hint()}"
     status["reference"] = "available (any device, plain PyTorch ops)"
     return status
 
@@ -103,15 +218,19 @@ def _usable(name: str, device: torch.device) -> str:
     if name == "reference":
         return ""
     if name == "cpu":
-        mod, why = _cpu_extension()
-        if mod is None:
-            return f"the cpu backend is not built ({why}); {_BUILD_HINT}"
+        lib = _cpu_extension()
+        if lib.path is None:
+            return f"the cpu backend is not built ({lib.error}); {_BUILD_HINT}"
+        if not lib.loaded:
+            return f"the cpu backend's library does not load: {lib.error}; {_fix_hint()}"
         return "" if device.type == "cpu" else f"the cpu backend takes CPU tensors, got {device}"
     if name == "cuda":
-        mod, why = _cuda_extension()
-        if mod is None:
-            return (f"wgangp_fast was not compiled with CUDA ({why}); {_BUILD_HINT} on a machine "
-                    "with a CUDA toolkit (CUDA_HOME) and a CUDA build of torch")
+        lib = _cuda_extension()
+        if lib.path is None:
+            return (f"wgangp_fast was not compiled with CUDA ({lib.error}); {_BUILD_HINT} on a "
+                    "machine with a CUDA toolkit (CUDA_HOME) and a CUDA build of torch")
+        if not lib.loaded:
+            return f"the cuda backend's library does not load: {lib.error}; {_fix_hint('cuda')}"
         return "" if device.type == "cuda" else f"the cuda backend takes CUDA tensors, got {device}"
     if name == "triton":
         ok, why = _triton_status()
@@ -166,6 +285,8 @@ def _resolve(backend, device: torch.device) -> str:
         for name in order:
             if not _usable(name, device):
                 return name
+            if name in COMPILED:
+                _warn_unloadable(name)
         return "reference"
     why = _usable(backend, device)
     if why:
@@ -178,16 +299,17 @@ def _resolve(backend, device: torch.device) -> str:
 
 
 def _below_autograd(op):
-    """`op` called past its Autograd key. The backward kernel ops' autograd (their second order,
-    registered in Python by ops/ for the C++ first-order backward's create_graph=True) costs
-    ~10 us per call even where it records nothing; every caller reaching them through this table
-    (the registered ops, the autograd.Function twins, the diagnostics) has its own autograd or
-    none, so it skips it. The forward kernel ops keep theirs: in C++, it is free when idle, and
-    it is the eager API's autograd."""
+    """`op` called past its Autograd key. The kernel ops' autograd (registered in Python by ops/,
+    for callers of torch.ops.wgangp_fast.*_kernel and for opcheck) costs ~10 us per call even
+    where it records nothing; every caller reaching them through this table (the registered ops,
+    the autograd.Functions of ops/, the diagnostics) has its own autograd or none, so it skips
+    it. `op` is an OpOverload; its C++ callable is called without the Python __call__ frame."""
+    below = torch._C._AutoDispatchBelowAutograd
+    kernel = getattr(op, "_op", op)
 
     def call(*args):
-        with torch._C._AutoDispatchBelowAutograd():
-            return op(*args)
+        with below():
+            return kernel(*args)
 
     return call
 
@@ -195,17 +317,14 @@ def _below_autograd(op):
 @functools.cache
 def get(name: str):
     """The four functions of backend `name` (already resolved)."""
-    if name in ("cpu", "cuda"):
-        if name == "cuda":
-            _cuda_extension()
-        else:
-            _cpu_extension()
+    if name in COMPILED:
+        _cuda_extension() if name == "cuda" else _cpu_extension()
         ops = torch.ops.wgangp_fast
         return SimpleNamespace(
-            interpolate=ops.interpolate_kernel,
-            interpolate_backward=_below_autograd(ops.interpolate_backward_kernel),
-            penalty_forward=ops.penalty_forward_kernel,
-            penalty_backward=_below_autograd(ops.penalty_backward_kernel),
+            interpolate=_below_autograd(ops.interpolate_kernel.default),
+            interpolate_backward=_below_autograd(ops.interpolate_backward_kernel.default),
+            penalty_forward=_below_autograd(ops.penalty_forward_kernel.default),
+            penalty_backward=_below_autograd(ops.penalty_backward_kernel.default),
         )
     if name == "triton":
         from . import triton as mod

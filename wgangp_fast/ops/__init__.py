@@ -1,7 +1,7 @@
 """The fused ops, one file each: interpolation.py (interpolate) and penalty.py
 (gradient_norm_penalty) hold the torch.library custom op, its fake, its autograd (first and second
-order), its autograd.Function twin and the public function; _dispatch.py chooses the path a call
-takes (the compiled kernel ops with C++ autograd, a twin, or the registered op).
+order), its autograd.Functions and the public function; _dispatch.py chooses the path a call
+takes (an autograd.Function around the backend's kernel, or the registered op).
 
 Layering: kernels (csrc/, backends/triton.py, backends/reference.py) -> the backend table
 (backends/__init__.py) -> these ops -> the drop-in API (penalty.py). Each op takes the name of an
@@ -27,10 +27,9 @@ def _flag(name):
 
 
 class _Ops(types.ModuleType):
-    # The call-path flags live in _dispatch, where _run reads them; wgangp_fast.ops.CPP_AUTOGRAD
-    # and FORCE_DISPATCHER, the documented names, read and set them there.
+    # The call-path flag lives in _dispatch, where _run reads it; wgangp_fast.ops.FORCE_DISPATCHER,
+    # the documented name, reads and sets it there.
     FORCE_DISPATCHER = _flag("FORCE_DISPATCHER")
-    CPP_AUTOGRAD = _flag("CPP_AUTOGRAD")
 
 
 sys.modules[__name__].__class__ = _Ops

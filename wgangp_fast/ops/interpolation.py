@@ -2,8 +2,8 @@
 
 The torch.library ops `wgangp_fast::interpolate` and `wgangp_fast::interpolate_backward` (the
 backend's name their last argument), their fakes and autograd (the first order a fused kernel,
-the second in differentiable PyTorch ops), the autograd.Function twins, the fakes and second
-order of the compiled kernel ops, and the public function. _dispatch.py chooses the path a call
+the second in differentiable PyTorch ops), the autograd.Functions (eager and twin), the fakes and
+autograd of the compiled kernel ops, and the public function. _dispatch.py chooses the path a call
 takes.
 """
 
@@ -106,12 +106,12 @@ _interpolate_backward.register_autograd(_interpolate_backward_grad,
 # ---------------------------------------------------------------------------------------------
 
 _InterpolateFn = _twin(
-    "wgangp_fast_interpolate", "interpolate", (0, 1, 2),
+    "wgangp_fast_interpolate", "interpolate", 3,
     lambda real, fake, alpha, pac, backend: backends.get(backend).interpolate(real, fake, alpha,
                                                                               pac),
     _interpolate_setup, _interpolate_grad)
 _InterpolateBackwardFn = _twin(
-    "wgangp_fast_interpolate_backward", "interpolate_backward", (0, 1, 2, 3),
+    "wgangp_fast_interpolate_backward", "interpolate_backward", 4,
     lambda grad, real, fake, alpha, pac, backend: tuple(
         backends.get(backend).interpolate_backward(grad, real, fake, alpha, pac)),
     _interpolate_backward_setup, _interpolate_backward_grad)
@@ -126,7 +126,7 @@ def _kernel_backward_fake(grad, real, fake, alpha, pac):
     return like, torch.empty_like(like), alpha.new_empty((real.shape[0] // pac,))
 
 
-_register_kernel_op("interpolate_kernel", _kernel_fake)
+_register_kernel_op("interpolate_kernel", _kernel_fake, _interpolate_setup, _interpolate_grad, 4)
 _register_kernel_op("interpolate_backward_kernel", _kernel_backward_fake,
                     _interpolate_backward_setup, _interpolate_backward_grad, 5)
 

@@ -4,8 +4,8 @@ target (clipped at 0 when one_sided), with the per-group norms n_j as a second o
 The torch.library ops `wgangp_fast::gradient_norm_penalty` and
 `wgangp_fast::gradient_norm_penalty_backward` (the backend's name their last argument), their
 fakes and autograd (the first order a fused kernel, the second in differentiable PyTorch ops over
-the [M]-sized per-group formulas), the autograd.Function twins, the fakes and second order of the
-compiled kernel ops, and the public function. _dispatch.py chooses the path a call takes.
+the [M]-sized per-group formulas), the autograd.Functions (eager and twin), the fakes and autograd
+of the compiled kernel ops, and the public function. _dispatch.py chooses the path a call takes.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import Tensor
 from .. import _validate as V
 from .. import backends
 from ..backends.reference import (
+    MEAN,
     NONE,
     acc_dtype,
     excess,
@@ -82,7 +83,13 @@ def _penalty_grad(ctx, g_out, g_norms):
                        pac, target, one_sided, input_scale, reduction, scale, backend, ctx=ctx)
     if weight is not None and need[1]:
         u = excess(norms, target, one_sided)
-        g_phi = phi_grad(g_out, reduction, norms.shape[0], scale, norms.dtype)
+        # d phi_j / d w_j = u_j^2. The mean's 1/M divides a tensor here, not the Python float
+        # `scale` (as phi_grad does): under dynamic shapes M is symbolic, and a symbolic float
+        # factor fails AOTAutograd's scalar pass (KeyError in _tensorify_python_scalars, torch
+        # 2.14; opcheck's test_aot_dispatch_dynamic with a weight that requires grad).
+        g_phi = g_out.to(norms.dtype) * scale
+        if reduction == MEAN:
+            g_phi = g_phi / norms.shape[0]
         d_weight = (g_phi * u * u).to(weight.dtype).reshape(weight.shape)
     return (d_grads, d_weight) + (None,) * 8
 
@@ -148,13 +155,13 @@ _penalty_backward.register_autograd(_penalty_backward_grad, setup_context=_penal
 # ---------------------------------------------------------------------------------------------
 
 _PenaltyFn = _twin(
-    "wgangp_fast_gradient_norm_penalty", "gradient_norm_penalty", (0, 1),
+    "wgangp_fast_gradient_norm_penalty", "gradient_norm_penalty", 2,
     lambda grads, weight, pac, target, one_sided, eps, input_scale, reduction, scale, backend:
     tuple(backends.get(backend).penalty_forward(grads, weight, pac, target, one_sided, eps,
                                                 input_scale, reduction, scale)),
     _penalty_setup, _penalty_grad)
 _PenaltyBackwardFn = _twin(
-    "wgangp_fast_gradient_norm_penalty_backward", "gradient_norm_penalty_backward", (0, 1, 2, 3, 4),
+    "wgangp_fast_gradient_norm_penalty_backward", "gradient_norm_penalty_backward", 5,
     lambda grad_out, grad_norms, grads, norms, weight, pac, target, one_sided, input_scale,
     reduction, scale, backend: backends.get(backend).penalty_backward(
         grad_out, grad_norms, grads, norms, weight, pac, target, one_sided, input_scale, reduction,
@@ -173,7 +180,7 @@ def _kernel_backward_fake(grad_out, grad_norms, grads, norms, weight, pac, targe
     return torch.empty_like(grads, memory_format=torch.contiguous_format)
 
 
-_register_kernel_op("penalty_forward_kernel", _kernel_fake)
+_register_kernel_op("penalty_forward_kernel", _kernel_fake, _penalty_setup, _penalty_grad, 9)
 _register_kernel_op("penalty_backward_kernel", _kernel_backward_fake, _penalty_backward_setup,
                     _penalty_backward_grad, 11)
 
