@@ -13,7 +13,7 @@ endif
 export PATH := $(abspath $(BIN)):$(PATH)
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
 
-.PHONY: demo test build bench gpu-check gpu-tests-dry lint clean
+.PHONY: demo test test-torch211 build bench gpu-check gpu-tests-dry lint clean
 
 $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ test: build
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest tests -m triton_interp -q
 	WGANGP_FAST_GPU_TESTS_DRY_RUN=1 $(BIN)/python -m pytest tests/steps/test_steps_gpu.py -q
 	$(MAKE) gpu-tests-dry GPU_DRY_ARGS='-k "not large_layouts and not repeated_calls"'
+
+# The step and op tests under torch 2.11 (what the lent GPU machines run) on the CPU, from
+# nothing: a venv in build/torch211/venv, the package built for it in a copy of the tree
+# (build/torch211/src), not in place. CI runs it after `make test` (about 5 min, plus 4 min the
+# first time for the venv). TORCH211_ARGS passes pytest options, e.g. TORCH211_ARGS="-k dropout".
+TORCH211_ARGS ?=
+test-torch211:
+	bash scripts/test_torch211.sh $(TORCH211_ARGS)
 
 # The triton half of tests/backends/test_gpu.py on CPU tensors under the Triton interpreter: catches bugs
 # in the GPU tests themselves before a GPU session. `make test` runs all but its large layouts
