@@ -13,7 +13,7 @@ endif
 export PATH := $(abspath $(BIN)):$(PATH)
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
 
-.PHONY: demo test test-torch211 build bench gpu-check gpu-tests-dry lint clean
+.PHONY: demo test test-torch211 build bench gpu-check gpu-check-more gpu-tests-dry lint clean
 
 $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,9 +61,15 @@ bench: build
 	$(BIN)/python benchmarks/run.py --suite all $(BENCH_ARGS)
 
 # On the lent GPU machine: its python3 already holds torch, triton, pytest and ninja (no venv, no
-# network). Builds, runs every test (GPU ones included) and the benchmarks, writes the results.
+# network). `make gpu-check` (one command, ~330 s: GPU_CHECK_BUDGET_S) builds or takes a wheel
+# from dist/, runs the GPU tests, the step benchmarks per mode and a ring8 training run in graph
+# mode; `make gpu-check-more` the op benchmarks, host cost per call, the rest of the suite, the op
+# matrix on CUDA and Triton's GPU tests. Everything goes to $$OUT (else build/gpu_check).
 gpu-check:
-	bash scripts/gpu_check.sh
+	bash scripts/gpu_check.sh main
+
+gpu-check-more:
+	bash scripts/gpu_check.sh more
 
 lint: $(BIN)/.deps
 	$(BIN)/ruff check wgangp_fast tests benchmarks examples scripts
