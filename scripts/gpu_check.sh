@@ -5,8 +5,9 @@
 # most valuable first, so a slow machine loses the least useful results.
 #
 #   bash scripts/gpu_check.sh main   (`make gpu-check`): what matters most, in this order
-#     build                 the extensions of a prebuilt wheel (dist/wgangp_fast-*.whl) when its
-#                           _C_cuda loads and runs here, else built in place for sm_90 only
+#     build                 the extensions of a prebuilt wheel (dist/wgangp_fast-*.whl; dist/ is
+#                           ignored by git, so the GPU tool carries it only when told to) when
+#                           its _C_cuda loads and runs here, else built in place for sm_90 only
 #                           (TORCH_CUDA_ARCH_LIST=9.0) with every core (MAX_JOBS)
 #     tests-steps           the step modes on the GPU: tests/steps/test_steps_gpu.py and the
 #                           dropout-mask readings on CUDA (tests/steps/test_dropout_masks.py)
