@@ -382,10 +382,9 @@ st_build() {
 
 ERRORS="test_kernel_ops_reject_mixed_devices_and_wrong_dtypes"
 
+MASKS_CUDA=tests/steps/test_dropout_masks.py::test_forward_gradient_and_double_backward_share_one_mask_cuda
 st_tests_steps() {
-  pytest_stage tests-steps 150 tests/steps/test_steps_gpu.py \
-    tests/steps/test_dropout_masks.py::test_forward_gradient_and_double_backward_share_one_mask_cuda \
-    --durations=10
+  pytest_stage tests-steps 150 tests/steps/test_steps_gpu.py "$MASKS_CUDA" --durations=10
 }
 st_tests_non_finite() {
   pytest_stage tests-non-finite 45 WGANGP_FAST_TEST_DEVICE=cuda tests/ops/test_non_finite.py
@@ -482,7 +481,7 @@ st_suite() {
   # shellcheck disable=SC2046
   pytest_stage suite 180 tests -m "not triton_interp" $(xdist) \
     --ignore=tests/backends/test_gpu.py --ignore=tests/backends/test_cuda_build.py \
-    --ignore=tests/steps/test_steps_gpu.py
+    --ignore=tests/steps/test_steps_gpu.py --deselect "$MASKS_CUDA"
 }
 st_cuda_matrix() {
   # the op matrix (tests/cases.py) on CUDA tensors: every dtype, shape and parameter
