@@ -13,7 +13,7 @@ endif
 export PATH := $(abspath $(BIN)):$(PATH)
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
 
-.PHONY: demo test build wheel bench gpu-check gpu-tests-dry lint clean
+.PHONY: demo test test-torch211 build wheel bench gpu-check gpu-check-more gpu-tests-dry lint clean
 
 $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,14 @@ wheel: $(BIN)/.deps
 	env $(WHEEL_ENV) $(BIN)/pip wheel --no-build-isolation --no-deps -w dist build/wheel/src
 	@ls dist/wgangp_fast-*.whl
 
+# The step and op tests under torch 2.11 (what the lent GPU machines run) on the CPU, from
+# nothing: a venv in build/torch211/venv, the package built for it in a copy of the tree
+# (build/torch211/src), not in place. CI runs it after `make test` (about 5 min, plus 4 min the
+# first time for the venv). TORCH211_ARGS passes pytest options, e.g. TORCH211_ARGS="-k dropout".
+TORCH211_ARGS ?=
+test-torch211:
+	bash scripts/test_torch211.sh $(TORCH211_ARGS)
+
 # The triton half of tests/backends/test_gpu.py on CPU tensors under the Triton interpreter: catches bugs
 # in the GPU tests themselves before a GPU session. `make test` runs all but its large layouts
 # (seconds); `make gpu-tests-dry GPU_DRY_ARGS=` runs all of it (6 min on this 2-core machine).
@@ -73,9 +81,15 @@ bench: build
 	$(BIN)/python benchmarks/run.py --suite all $(BENCH_ARGS)
 
 # On the lent GPU machine: its python3 already holds torch, triton, pytest and ninja (no venv, no
-# network). Builds, runs every test (GPU ones included) and the benchmarks, writes the results.
+# network). `make gpu-check` (one command, ~330 s: GPU_CHECK_BUDGET_S) builds or takes a wheel
+# from dist/, runs the GPU tests, the step benchmarks per mode and a ring8 training run in graph
+# mode; `make gpu-check-more` the op benchmarks, host cost per call, the rest of the suite, the op
+# matrix on CUDA and Triton's GPU tests. Everything goes to $$OUT (else build/gpu_check).
 gpu-check:
-	bash scripts/gpu_check.sh
+	bash scripts/gpu_check.sh main
+
+gpu-check-more:
+	bash scripts/gpu_check.sh more
 
 lint: $(BIN)/.deps
 	$(BIN)/ruff check wgangp_fast tests benchmarks examples scripts

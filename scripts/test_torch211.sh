@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The step and op tests under torch 2.11 on the CPU (`make test-torch211`; CI runs it after
+# `make test`): the lent GPU machines run torch 2.11, so what breaks there shows here first.
+#
+# Sets itself up from nothing, all under build/torch211 (TORCH211_DIR):
+#   venv/  Python venv with torch 2.11.0 and the test dependencies (once; ~4 min, 4.7 GB)
+#   src/   a copy of the working tree (tracked and untracked files that git does not ignore),
+#          with the CPU extension built there for torch 2.11: an in-place build in the tree
+#          itself would replace the .so files that .venv's torch 2.14.1 loads. The build (~30 s)
+#          is redone only when setup.py or csrc/ change; the Python files are copied every run.
+# Then pytest runs TORCH211_TESTS in src/; arguments go to pytest (e.g. -k dropout -x).
+#
+# Until the extension is built for the LibTorch stable ABI (one wheel for every torch), this is
+# the way to test another torch than .venv's.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DIR=${TORCH211_DIR:-$ROOT/build/torch211}
+PY=${PYTHON:-python3}
+SPEC=${TORCH211_SPEC:-torch==2.11.0}
+DEPS="numpy ninja pytest scipy"
+TESTS=${TORCH211_TESTS:-tests/steps/test_steps.py tests/steps/test_dropout_masks.py \
+tests/steps/test_steps_gpu.py tests/ops/test_functorch.py tests/ops/test_ops.py}
+VENV=$DIR/venv
+SRC=$DIR/src
+
+say() { echo "test_torch211: $*"; }
+
+mkdir -p "$DIR"
+if [ "$(cat "$VENV/.deps" 2>/dev/null)" != "$SPEC $DEPS" ]; then
+  say "creating $VENV with $SPEC ($DEPS)"
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip setuptools wheel
+  "$VENV/bin/pip" install -q "$SPEC"
+  # shellcheck disable=SC2086
+  "$VENV/bin/pip" install -q $DEPS
+  echo "$SPEC $DEPS" >"$VENV/.deps"
+fi
+"$VENV/bin/python" -c "import torch; print('test_torch211: torch', torch.__version__)"
+
+# The working tree's files as they are now (a file deleted but not yet committed is skipped).
+rm -rf "$SRC.new"
+mkdir -p "$SRC.new"
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git ls-files -z --cached --others --exclude-standard |
+    tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$SRC.new"
+else
+  tar --exclude=./build --exclude=./.venv --exclude=./dist --exclude='*.so' -cf - . |
+    tar -xf - -C "$SRC.new"
+fi
+
+# The build is keyed by what goes into it: the torch spec, setup.py and csrc/.
+key=$( (echo "$SPEC" && cd "$SRC.new" && find setup.py csrc -type f -print0 | sort -z |
+  xargs -0 sha256sum) | sha256sum | cut -c1-16)
+if [ -f "$SRC/.built-$key" ] && compgen -G "$SRC/wgangp_fast/_C*.so" >/dev/null; then
+  say "extension up to date ($key)"
+  mv "$SRC"/wgangp_fast/_C*.so "$SRC.new/wgangp_fast/"
+  touch "$SRC.new/.built-$key"
+else
+  say "building the CPU extension for $SPEC in $SRC ($key)"
+  (cd "$SRC.new" && WGANGP_FAST_SKIP_CUDA_BUILD=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+    "$VENV/bin/python" setup.py -q build_ext --inplace >"$DIR/build.log" 2>&1) || {
+    tail -40 "$DIR/build.log"
+    say "the build failed (whole log: $DIR/build.log)"
+    exit 1
+  }
+  touch "$SRC.new/.built-$key"
+fi
+rm -rf "$SRC"
+mv "$SRC.new" "$SRC"
+
+cd "$SRC"
+# WGANGP_FAST_GPU_TESTS_DRY_RUN: test_steps_gpu.py on the CPU, the graph modes simulated.
+# shellcheck disable=SC2086
+exec env WGANGP_FAST_GPU_TESTS_DRY_RUN=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
+  $TESTS "$@"
