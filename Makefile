@@ -70,7 +70,7 @@ gpu-tests-dry: build
 	WGANGP_FAST_GPU_TESTS_DRY_RUN=1 TRITON_INTERPRET=1 $(BIN)/python -m pytest tests/backends/test_gpu.py -q $(GPU_DRY_ARGS)
 
 demo: build
-	$(BIN)/python -m wgangp_fast train --dataset ring8 --steps 3000 --out runs/demo --threads 1
+	$(BIN)/python -m wgangp_fast train --dataset ring8 --out runs/demo --threads 1
 
 # pytest-benchmark tables, then the full suite into benchmarks/results (CSV, markdown, chart).
 # BENCH_ARGS passes options to benchmarks/run.py, e.g. BENCH_ARGS="--quick --device cpu".

@@ -203,6 +203,20 @@ def test_linear_lr_decay():
     assert flat.optimizer_g.param_groups[0]["lr"] == 1e-3
 
 
+def test_lr_warmup_ramps_then_decays():
+    t = WGANGPTrainer(small(lr=1e-3, lr_decay="linear", lr_warmup=4, steps=8))
+    seen = []
+    for _ in range(8):
+        t.train_step()
+        seen.append([o.param_groups[0]["lr"] for o in (t.optimizer_g, t.optimizer_c)])
+    want = [1e-3 * min(1.0, (s + 1) / 4) * (1 - s / 8) for s in range(8)]
+    assert [g for g, _ in seen] == pytest.approx(want)
+    assert [c for _, c in seen] == pytest.approx(want)
+    warm_only = WGANGPTrainer(small(lr=1e-3, lr_decay="none", lr_warmup=2, steps=4))
+    warm_only.train()
+    assert warm_only.optimizer_g.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
 class _Crash(Exception):
     pass
 

@@ -60,7 +60,8 @@ RESUMABLE = frozenset({"steps", "out_dir", "checkpoint_every", "device", "backen
 _TOY = {"batch_size": 256, "hidden_dim": 64, "lr": 5e-4, "beta1": 0.5, "lambda_gp": 0.1,
         "lr_decay": "linear"}
 DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
-    "ring8": dict(_TOY, steps=5000, lr=1e-2, latent_dim=2, generator_batchnorm=False),
+    "ring8": dict(_TOY, steps=3000, lr=1e-2, batch_size=512, lr_warmup=100, latent_dim=2,
+                  generator_batchnorm=False),
     "grid25": dict(_TOY, steps=5000, lr=4e-3, latent_dim=2, generator_batchnorm=False,
                    hidden_dim=128),
     "swissroll": dict(_TOY, steps=3000),
@@ -127,6 +128,9 @@ class WGANGPConfig:
     lr: float = setting(1e-4, "number>0", Flag(OPTIMISATION))
     lr_decay: str = setting("none", LR_DECAYS, Flag(OPTIMISATION, "none, or linear to 0 at the "
                                                                    "last step"))
+    lr_warmup: int = setting(0, "int>=0", Flag(
+        OPTIMISATION, "learning rates ramped linearly from lr/K to lr over the first K generator "
+                      "steps (default 0: none)", metavar="K"))
     ema_decay: float = setting(0.0, "number>=0", Flag(
         OPTIMISATION, "sample and evaluate with an exponential moving average of the generator's "
                       "weights, decay D in [0, 1) (default 0: off); e.g. 0.99 with --lr-decay "

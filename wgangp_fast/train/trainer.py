@@ -383,13 +383,19 @@ class WGANGPTrainer:
                 avg.copy_(cur)
 
     def _set_learning_rate(self) -> None:
-        """lr_decay "linear": lr * (1 - step / steps), as Gulrajani et al. decay it for CIFAR-10.
-        A function of the step alone, so a resumed run follows the same schedule."""
+        """lr_warmup K: lr * min(1, (step + 1) / K) over the first K steps (a steep critic's first
+        updates can otherwise kill every ReLU of a generator trained at a high lr, Goyal et al.,
+        2017); lr_decay "linear": times (1 - step / steps), as Gulrajani et al. decay it for
+        CIFAR-10. A function of the step alone, so a resumed run follows the same schedule."""
         cfg = self.config
-        if cfg.lr_decay != "linear":
+        if cfg.lr_decay != "linear" and cfg.lr_warmup == 0:
             return
         base = cfg.clip_lr if cfg.method == "clip" else cfg.lr
-        factor = max(0.0, 1.0 - self.step / max(cfg.steps, 1))
+        factor = 1.0
+        if cfg.lr_decay == "linear":
+            factor = max(0.0, 1.0 - self.step / max(cfg.steps, 1))
+        if cfg.lr_warmup:
+            factor *= min(1.0, (self.step + 1) / cfg.lr_warmup)
         for opt, c in ((self.optimizer_g, 1.0), (self.optimizer_c, self.lazy_adam_factor())):
             for group in opt.param_groups:
                 group["lr"] = base * factor * c
