@@ -54,6 +54,10 @@ RESUMABLE = frozenset({"steps", "out_dir", "checkpoint_every", "device", "backen
 #   README), width 64 covered 17/25 and 23/25 modes (seeds 42, 1); 128 covers 25/25 at seeds 42, 1,
 #   2, 3 (81-93% high-quality samples) for 2.5x the time; lambda 1 instead (same time) covered
 #   25/25 at seeds 42 and 1 but 20-21/25 at 2 and 3, and lr 1e-3 5/25 and 3/25.
+# - ring8: batch 512 and a 100-step lr warm-up, 3000 steps (2026-12-03, seeds 42 and 1-6,
+#   benchmarks/quality.py): 8/8 modes at every seed, high-quality share median 93.5%, worst 76.8%,
+#   where batch 256 for 5000 steps gave 77-90% at four seeds and 7/8 modes at seed 42; lr 7e-3
+#   without the warm-up killed the generator in its first two steps at one seed.
 # - No EMA: with the decay to 0 the averaged generator was no better (ring8, 3000 steps: 72.6%
 #   against 78.1% without); it pays off with a constant lr (ring8, lr 4e-3, 1500 steps: 70%
 #   against 14%).
