@@ -21,7 +21,7 @@ def small(dataset="ring8", **kw):
     # that rounding, not the AMP code.
     settings = dict(steps=3, batch_size=16, hidden_dim=8, latent_dim=4, n_critic=2, lr=5e-4,
                     generator_batchnorm=True, device="cpu", n_eval_samples=200,
-                    lr_decay="none")
+                    lr_decay="none", lr_warmup=0)
     settings.update(kw)
     return WGANGPConfig.for_dataset(dataset, **settings)
 
