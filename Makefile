@@ -55,11 +55,12 @@ wheel: $(BIN)/.deps
 	@ls dist/wgangp_fast-*.whl
 
 # The step and op tests under torch 2.11 (what the lent GPU machines run) on the CPU, from
-# nothing: a venv in build/torch211/venv, the package built for it in a copy of the tree
-# (build/torch211/src), not in place. CI runs it after `make test` (about 5 min, plus 4 min the
+# nothing: a venv in build/torch211/venv and a copy of the tree (build/torch211/src) holding the
+# libraries .venv's torch 2.14.1 built in place, unchanged: on the stable ABI they load under 2.11
+# too, and nothing is built for it. CI runs it after `make test` (about 5 min, plus 4 min the
 # first time for the venv). TORCH211_ARGS passes pytest options, e.g. TORCH211_ARGS="-k dropout".
 TORCH211_ARGS ?=
-test-torch211:
+test-torch211: build
 	bash scripts/test_torch211.sh $(TORCH211_ARGS)
 
 # The triton half of tests/backends/test_gpu.py on CPU tensors under the Triton interpreter: catches bugs
