@@ -188,11 +188,14 @@ class StepBase:
                                          for opt in self._optimizers}
         return self.mode
 
-    def _resolve(self, device: torch.device, first: Callable[[str], None] = None) -> str:
+    def _resolve(self, device: torch.device, probe: Callable[[], None] = None) -> str:
+        """The mode, chosen at the first call; `probe` (a check of the models' outputs) runs
+        then, once, where that mode is a compiled one: inside a trace a wrong output only shows
+        as "could not trace"."""
         fresh = self.mode is None
         mode = self.resolve(device)
-        if fresh and first is not None:
-            first(mode)
+        if fresh and probe is not None and mode in COMPILED_MODES:
+            probe()
         if self._rates is not None:
             self._rates.sync()
         return mode

@@ -314,18 +314,12 @@ class CriticStep(StepBase):
         with side_effect_free([self.critic], real.device), self.autocast_context(real.device):
             critic_scores(self.critic(real, *inputs))
 
-    def _first_call(self, real, inputs):
-        def check(mode):
-            if mode in COMPILED_MODES:
-                self.check_critic_output(real, inputs)
-        return check
-
     def __call__(self, real: Tensor, fake: Tensor, *inputs) -> StepStats:
         V.pair(real, fake)
         real, fake = real.detach(), fake.detach()
         if self.kind is not None:
             V.pac(self.pac, real.shape[0])
-        self._resolve(real.device, self._first_call(real, inputs))
+        self._resolve(real.device, lambda: self.check_critic_output(real, inputs))
         regularise = self.regularises(self.calls)
         self.calls += 1
         alpha = self.draw_alpha(real) if regularise and self.draws_alpha_outside(self.mode) \

@@ -125,7 +125,7 @@ class TrainStep(StepBase):
         if c.kind is not None:
             V.pac(c.pac, reals[0].shape[0])
         g.check_batch(reals[0].shape[0])
-        self._resolve(reals[0].device, c._first_call(reals[0], ()))
+        self._resolve(reals[0].device, lambda: c.check_critic_output(reals[0], ()))
         pattern = tuple(c.regularises(c.calls + i) for i in range(self.n_critic))
         c.calls += self.n_critic
         alphas = [c.draw_alpha(r) if regularise and c.draws_alpha_outside(self.mode) else None
