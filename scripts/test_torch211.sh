@@ -50,12 +50,14 @@ fi
 
 # No build for torch 2.11: the libraries on the LibTorch stable ABI that .venv's torch built in
 # place (`make build`, the same files a wheel ships) must load under torch 2.11 as they are.
-libs=$(compgen -G "$ROOT/wgangp_fast/_C*.so" || true)
-if [ -z "$libs" ]; then
+shopt -s nullglob
+libs=("$ROOT"/wgangp_fast/_C*.so)
+shopt -u nullglob
+if [ ${#libs[@]} -eq 0 ]; then
   say "no compiled library in $ROOT/wgangp_fast: run make build first"
   exit 1
 fi
-cp $libs "$SRC.new/wgangp_fast/"
+cp "${libs[@]}" "$SRC.new/wgangp_fast/"
 (cd "$SRC.new" && "$VENV/bin/python" -c "
 import wgangp_fast.backends as b
 assert 'cpu' in b.available_backends(), b.available_backends()
