@@ -14,7 +14,7 @@ from wgangp_fast.train.config import CHECKS, FLAG_GROUPS
 FIELDS = {f.name: f for f in dataclasses.fields(WGANGPConfig)}
 # settings without a flag: Adam's betas and weight clipping's values are set in Python; out_dir is
 # --out, whose default depends on the dataset
-NO_FLAG = {"beta1", "beta2", "clip_value", "clip_lr", "out_dir"}
+NO_FLAG = {"clip_value", "clip_lr", "out_dir"}
 
 
 def _options():

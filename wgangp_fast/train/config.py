@@ -139,8 +139,11 @@ class WGANGPConfig:
         OPTIMISATION, "sample and evaluate with an exponential moving average of the generator's "
                       "weights, decay D in [0, 1) (default 0: off); e.g. 0.99 with --lr-decay "
                       "none", metavar="D"))
-    beta1: float = setting(0.0, "number>=0")
-    beta2: float = setting(0.9, "number>=0")
+    beta1: float = setting(0.0, "number>=0", Flag(
+        OPTIMISATION, "Adam's first-moment decay for both networks, in [0, 1) (default 0; 0.5 "
+                      "for the 2-D mixtures)"))
+    beta2: float = setting(0.9, "number>=0", Flag(
+        OPTIMISATION, "Adam's second-moment decay for both networks, in [0, 1) (default 0.9)"))
     lambda_gp: float = setting(10.0, "number>=0", Flag(
         OPTIMISATION, "penalty weight (default 10; gamma for r1 / r2)",
         ("--lambda", "--lambda-gp")))
