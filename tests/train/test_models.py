@@ -18,6 +18,7 @@ from wgangp_fast.train.models import (
     MLPGenerator,
     PacCritic,
     TabularGenerator,
+    init_he,
 )
 
 
@@ -52,6 +53,38 @@ def test_mlp_generator_init_is_normal_002():
     w = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, nn.Linear)])
     assert abs(w.std().item() - 0.02) < 0.002
     assert all((m.bias == 0).all() for m in g.modules() if isinstance(m, nn.Linear))
+
+
+def test_init_he_keeps_the_scale_of_a_generator_without_batchnorm():
+    # init_normal's N(0, 0.02) shrinks the signal at each layer: the toy generator's samples start
+    # near the origin. He's init keeps it: the output's spread stays of the latent's order.
+    torch.manual_seed(0)
+    g = MLPGenerator(2, 64, (2,), None, batch_norm=False)
+    z = torch.randn(4096, 2)
+    with torch.no_grad():
+        assert g(z).std() < 1e-3
+        init_he(g)
+        assert 0.2 < g(z).std() < 5.0
+    lin = [m for m in g.modules() if isinstance(m, nn.Linear)]
+    for m, gain in zip(lin, [2 ** 0.5] * 3 + [1.0]):
+        fan_in = m.weight.shape[1]
+        assert m.weight.std().item() == pytest.approx(gain / fan_in ** 0.5, rel=0.25)
+        assert torch.count_nonzero(m.bias) == 0
+
+
+def test_init_he_gain_follows_the_next_activation():
+    torch.manual_seed(0)
+    c = MLPCritic((2,), 64)
+    init_he(c)
+    lin = [m for m in c.modules() if isinstance(m, nn.Linear)]
+    leaky = nn.init.calculate_gain("leaky_relu", 0.2)
+    for m, gain in zip(lin, [leaky] * 3 + [1.0]):
+        assert m.weight.std().item() == pytest.approx(gain / m.weight.shape[1] ** 0.5, rel=0.25)
+    # spectral-norm layers keep the init they were wrapped with
+    sn = MLPCritic((2,), 8, spectral_norm=True)
+    before = [p.detach().clone() for p in sn.parameters()]
+    init_he(sn)
+    assert all(torch.equal(a, b) for a, b in zip(before, sn.parameters()))
 
 
 def test_mlp_critic_structure():

@@ -66,10 +66,28 @@ def test_config_defaults_are_seed_002s():
     ({"penalty_impl": "slow"}, "penalty_impl"),
     ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
     ({"ema_decay": -0.5}, "ema_decay must be a finite number"),
+    ({"weight_init": "xavier"}, "weight_init must be one of"),
 ])
 def test_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         WGANGPTrainer(small(**kwargs))
+
+
+@pytest.mark.parametrize("dataset", ["ring8", "digits"])
+def test_weight_init_reaches_both_networks(dataset):
+    for init in ("normal", "he"):
+        t = WGANGPTrainer(WGANGPConfig.for_dataset(dataset, weight_init=init, device="cpu",
+                                                   steps=1))
+        gains = (2 ** 0.5, torch.nn.init.calculate_gain("leaky_relu", 0.2))
+        for net, gain in zip((t.generator, t.critic), gains):
+            w = next(m for m in net.modules() if isinstance(m, torch.nn.Linear)).weight
+            want = 0.02 if init == "normal" else gain / w.shape[1] ** 0.5
+            assert w.std().item() == pytest.approx(want, rel=0.3), (init, type(net).__name__)
+    # the default starts the toy generator's samples at the origin; "he" does not
+    if dataset == "ring8":
+        z = torch.randn(512, 2)
+        with torch.no_grad():
+            assert t.generator(z).std() > 0.2
 
 
 def test_conv_model_needs_square_power_of_two_images():

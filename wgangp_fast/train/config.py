@@ -32,6 +32,7 @@ MODELS = ("auto", "mlp", "conv", "pac")
 # "autograd": the same penalty in plain autograd, for comparison (CriticStep's penalty_impl)
 PENALTY_IMPLS = penalty_mod.PENALTY_IMPLS
 LR_DECAYS = ("none", "linear")
+WEIGHT_INITS = ("normal", "he")
 # what each generator step records: the history, history.csv and the checkpoint hold these
 HISTORY_KEYS = ("loss_c", "loss_g", "gp", "wasserstein")
 # the settings a resumed run may change: none of them alters the models, the data or the schedule
@@ -129,6 +130,10 @@ class WGANGPConfig:
     feature_maps: int = setting(64, "int>=1", Flag(MODEL))
     generator_batchnorm: bool = setting(True, flag=Flag(
         MODEL, "BatchNorm in the MLP generator (default on)", switch="on/off"))
+    weight_init: str = setting("normal", WEIGHT_INITS, Flag(
+        MODEL, "normal: N(0, 0.02) weights, zero biases (DCGAN; default); he: N(0, gain^2 / "
+               "fan_in), which keeps the signal's scale through layers without normalisation",
+        ("--init",)))
     lr: float = setting(1e-4, "number>0", Flag(OPTIMISATION))
     lr_decay: str = setting("none", LR_DECAYS, Flag(OPTIMISATION, "none, or linear to 0 at the "
                                                                    "last step"))

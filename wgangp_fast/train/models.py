@@ -29,6 +29,7 @@ __all__ = [
     "MLPGenerator",
     "PacCritic",
     "TabularGenerator",
+    "init_he",
     "init_normal",
 ]
 
@@ -85,6 +86,38 @@ def init_normal(module: nn.Module, std: float = 0.02) -> None:
             if m.weight is not None:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+
+_WEIGHTED = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
+_SKIPPED = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.Dropout)
+
+
+def init_he(module: nn.Module) -> None:
+    """He et al.'s scale-keeping init: weights N(0, gain^2 / fan_in), zero biases, the gain that
+    of the activation after the layer (ReLU sqrt(2), LeakyReLU(s) sqrt(2 / (1 + s^2)), 1 for a
+    layer followed by nothing or by another weighted layer). Without normalisation layers,
+    init_normal's N(0, 0.02) shrinks the signal at every layer (the toy generator's samples
+    start within 1e-4 of the origin), and only a large learning rate escapes that start.
+    The layers' order is their registration order, the forward order of the models here.
+    Spectral-norm layers keep their init (they are rescaled anyway)."""
+    leaves = [m for m in module.modules() if not list(m.children())]
+    for i, m in enumerate(leaves):
+        if not isinstance(m, _WEIGHTED) or hasattr(m, "parametrizations"):
+            continue
+        gain = 1.0
+        for nxt in leaves[i + 1:]:
+            if isinstance(nxt, _SKIPPED):
+                continue
+            if isinstance(nxt, nn.ReLU):
+                gain = nn.init.calculate_gain("relu")
+            elif isinstance(nxt, nn.LeakyReLU):
+                gain = nn.init.calculate_gain("leaky_relu", nxt.negative_slope)
+            break
+        nn.init.kaiming_normal_(m.weight, a=0.0, mode="fan_in", nonlinearity="linear")
+        with torch.no_grad():
+            m.weight.mul_(gain)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 def _maybe_sn(layer: nn.Module, on: bool, std: float = 0.02) -> nn.Module:

@@ -61,7 +61,8 @@ from . import metrics as metrics_mod
 from . import outputs as outputs_mod
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, lock_output_folder
 from .config import HISTORY_KEYS, PENALTY_KINDS, RESUMABLE, WGANGPConfig
-from .models import ConvCritic, ConvGenerator, MLPCritic, MLPGenerator, PacCritic, TabularGenerator
+from .models import (ConvCritic, ConvGenerator, MLPCritic, MLPGenerator, PacCritic,
+                     TabularGenerator, init_he)
 
 __all__ = ["NonFiniteLossError", "TrainingInterrupted", "WGANGPTrainer"]
 
@@ -220,6 +221,13 @@ class WGANGPTrainer:
         return kind
 
     def _build_models(self) -> Tuple[nn.Module, nn.Module]:
+        gen, critic = self._new_models()
+        if self.config.weight_init == "he":
+            init_he(gen)
+            init_he(critic)
+        return gen, critic
+
+    def _new_models(self) -> Tuple[nn.Module, nn.Module]:
         cfg, ds = self.config, self.dataset
         sn = cfg.method == "sn"
         if self.model_kind == "conv":
