@@ -61,8 +61,15 @@ from . import metrics as metrics_mod
 from . import outputs as outputs_mod
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, lock_output_folder
 from .config import HISTORY_KEYS, PENALTY_KINDS, RESUMABLE, WGANGPConfig
-from .models import (ConvCritic, ConvGenerator, MLPCritic, MLPGenerator, PacCritic,
-                     TabularGenerator, init_he)
+from .models import (
+    ConvCritic,
+    ConvGenerator,
+    MLPCritic,
+    MLPGenerator,
+    PacCritic,
+    TabularGenerator,
+    init_he,
+)
 
 __all__ = ["NonFiniteLossError", "TrainingInterrupted", "WGANGPTrainer"]
 
