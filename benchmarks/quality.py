@@ -39,10 +39,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PRESETS = ("ring8", "grid25", "swissroll", "digits")
 SEEDS = (42, 1, 2, 3, 4, 5, 6)
-# the issue-24 targets each seed is held to (a benchmark, never a timed test)
+# the issue-24 targets each seed is held to (a benchmark, never a timed test): (figure, bound),
+# a lower bound for a figure where higher is better (METRICS), an upper bound where lower is.
+# swissroll has no modes: its W1 is held against the W1 between two real samples of the same size
+# (the metric's floor, itself 0.087-0.149 over seeds 42 and 1-6 at 1000 samples); 1.5x allows the
+# floor's own spread between its two draws and fails a generator that has not found the roll.
 TARGETS: Dict[str, Tuple[Tuple[str, float], ...]] = {
     "ring8": (("modes_covered", 8), ("high_quality_share", 0.90)),
     "grid25": (("modes_covered", 25),),
+    "swissroll": (("w1_over_real", 1.5),),
     "digits": (("classes_covered", 10),),
 }
 # (metrics.json key, column, better: "high" or "low", format)
@@ -51,6 +56,7 @@ METRICS = (
     ("high_quality_share", "high quality", "high", "pct"),
     ("w1_exact", "W1", "low", "{:.3f}"),
     ("w1_exact_real", "W1 real-vs-real", None, "{:.3f}"),
+    ("w1_over_real", "W1 / real-vs-real", "low", "{:.2f}"),
     ("classes_covered", "classes", "high", "{:d}"),
     ("confident_share", "confident", "high", "pct"),
     ("frechet_distance", "Frechet", "low", "{:.2f}"),
@@ -103,17 +109,36 @@ def meets_target(dataset: str, row: Dict[str, Any]) -> bool | None:
     target = TARGETS.get(dataset)
     if target is None:
         return None
-    return all(row.get(key) is not None and row[key] >= bound for key, bound in target)
+    return all(row.get(key) is not None
+               and (row[key] >= bound if _better(key) == "high" else row[key] <= bound)
+               for key, bound in target)
+
+
+def _better(key: str) -> str:
+    return next(b for k, _, b, _ in METRICS if k == key)
 
 
 def target_text(dataset: str) -> str:
     names = {"modes_covered": "modes", "high_quality_share": "high-quality share",
-             "classes_covered": "classes"}
+             "classes_covered": "classes", "w1_over_real": "W1 / real-vs-real W1"}
     target = TARGETS.get(dataset)
     if target is None:
         return "none set"
-    return ", ".join(f"{names[k]} >= {f'{v:.0%}' if k.endswith('share') else int(v)}"
-                     for k, v in target) + " at every seed"
+
+    def bound(k: str, v: float) -> str:
+        if k.endswith("share"):
+            return f">= {v:.0%}"
+        return f">= {int(v)}" if _better(k) == "high" else f"<= {v:g}"
+
+    return ", ".join(f"{names[k]} {bound(k, v)}" for k, v in target) + " at every seed"
+
+
+def with_derived(row: Dict[str, Any]) -> Dict[str, Any]:
+    """`row` with w1_over_real, its W1 over the W1 between two real samples, where both exist."""
+    w1, floor = row.get("w1_exact"), row.get("w1_exact_real")
+    if w1 is not None and floor:
+        row["w1_over_real"] = w1 / floor
+    return row
 
 
 class Runner:
@@ -169,7 +194,7 @@ class Runner:
         raw = metrics.get("raw_generator")
         if raw:
             row["raw_generator"] = raw
-        return row
+        return with_derived(row)
 
     def stop(self) -> None:
         with self._lock:

@@ -155,3 +155,26 @@ def test_bad_arguments_are_refused_by_name(argv, words, capsys):
         quality.parse_args(argv)
     assert info.value.code == 2
     assert words in capsys.readouterr().err
+
+
+def test_swissroll_target_bounds_w1_over_the_real_floor_from_above():
+    # an upper bound: a W1 within 1.5x the real-vs-real W1 meets it, one above does not
+    near = quality.with_derived({"w1_exact": 0.12, "w1_exact_real": 0.10})
+    far = quality.with_derived({"w1_exact": 0.16, "w1_exact_real": 0.10})
+    assert near["w1_over_real"] == pytest.approx(1.2)
+    assert quality.meets_target("swissroll", near) is True
+    assert quality.meets_target("swissroll", far) is False
+    # a run without the figures cannot pass for one that meets it
+    assert quality.meets_target("swissroll", quality.with_derived({"w1_exact": 0.1})) is False
+    assert quality.target_text("swissroll") == "W1 / real-vs-real W1 <= 1.5 at every seed"
+    # lower bounds elsewhere are unchanged
+    assert quality.target_text("ring8") == "modes >= 8, high-quality share >= 90% at every seed"
+    s = quality.summarise([dict(near, status="done"), dict(far, status="done")])
+    assert s["w1_over_real"]["worst"] == pytest.approx(1.6)
+
+
+def test_the_tiny_ring8_rows_carry_their_w1_over_the_floor(report):
+    data, md, _, _ = report
+    for r in data["rows"]:
+        assert r["w1_over_real"] == pytest.approx(r["w1_exact"] / r["w1_exact_real"])
+    assert "W1 / real-vs-real" in md
