@@ -51,10 +51,10 @@ RESUMABLE = frozenset({"steps", "out_dir", "checkpoint_every", "device", "backen
 #   statistics, 75-79% with the running ones, 64-86% recomputed for the final weights). So set,
 #   ring8 reached 91.4% (5000 steps) and 95.1% (3000), grid25 25/25 modes (2026-11-22); with the
 #   100-D latent, dropping BatchNorm had cost ring8 (35% against 62% after 3000 steps).
-# - grid25 (until 2026-12-03): hidden width 128. Re-measured on 2026-12-02 (same code, another result: see the
-#   README), width 64 covered 17/25 and 23/25 modes (seeds 42, 1); 128 covers 25/25 at seeds 42, 1,
-#   2, 3 (81-93% high-quality samples) for 2.5x the time; lambda 1 instead (same time) covered
-#   25/25 at seeds 42 and 1 but 20-21/25 at 2 and 3, and lr 1e-3 5/25 and 3/25.
+# - grid25 (until 2026-12-03): hidden width 128. Re-measured on 2026-12-02 (same code, another
+#   result: see the README), width 64 covered 17/25 and 23/25 modes (seeds 42, 1); 128 covered
+#   25/25 at seeds 42, 1, 2, 3 (81-93% high-quality samples) for 2.5x the time; lambda 1 instead
+#   (same time) covered 25/25 at seeds 42 and 1 but 20-21/25 at 2 and 3, and lr 1e-3 5/25, 3/25.
 # - ring8: batch 512 and a 100-step lr warm-up (2026-12-03, 3000 steps, seeds 42 and 1-6,
 #   benchmarks/quality.py): 8/8 modes at every seed, high-quality share median 93.5%, worst 76.8%,
 #   where batch 256 for 5000 steps gave 77-90% at four seeds and 7/8 modes at seed 42; lr 7e-3
