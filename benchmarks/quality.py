@@ -39,6 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PRESETS = ("ring8", "grid25", "swissroll", "digits")
 SEEDS = (42, 1, 2, 3, 4, 5, 6)
+# environment variables that change which kernels compute float32 results: MKL_CBWR=AVX2 makes
+# MKL run the code path of a CPU without AVX-512, the way to try a recipe against another
+# machine's roundings on this one
+NUMERICS_ENV = ("MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 # the issue-24 targets each seed is held to (a benchmark, never a timed test): (figure, bound),
 # a lower bound for a figure where higher is better (METRICS), an upper bound where lower is.
 # swissroll has no modes: its W1 is held against the W1 between two real samples of the same size
@@ -259,6 +263,8 @@ def markdown(report: Dict[str, Any]) -> str:
         f"(training times of a shared machine are inflated; the quality figures do not depend "
         f"on load)",
         f"- torch {h['torch']}, Python {h['python']}, wgangp_fast at {h['commit']}",
+        *([f"- run with {' '.join(f'{k}={v}' for k, v in h['numerics_env'].items())}"]
+          if h.get("numerics_env") else []),
         f"- date {h['date']}, {h['wall_seconds']:.0f} s in all",
         f"- target: {report['target']}; met at {report['met']}",
         "",
@@ -358,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu": _cpu_model(), "cores": _cores(), "platform": platform.platform(),
         # the vector ISA torch's CPU kernels run with: float32 results differ between them
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        # variables that pick other kernels, and so other float32 roundings (the runs inherit them)
+        "numerics_env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ},
         "jobs": jobs, "threads": args.threads, "torch": torch.__version__,
         "python": platform.python_version(), "commit": _git_commit(),
         "date": today.isoformat(), "load_start": os.getloadavg()[0],

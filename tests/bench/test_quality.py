@@ -178,3 +178,14 @@ def test_the_tiny_ring8_rows_carry_their_w1_over_the_floor(report):
     for r in data["rows"]:
         assert r["w1_over_real"] == pytest.approx(r["w1_exact"] / r["w1_exact_real"])
     assert "W1 / real-vs-real" in md
+
+
+def test_the_header_names_variables_that_pick_other_kernels(tmp_path, monkeypatch):
+    for name in quality.NUMERICS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    assert quality.main(_argv(tmp_path, "--seeds", "42", "--jobs", "1")) == 0
+    data, md, _ = _report(tmp_path)
+    assert data["header"]["numerics_env"] == {"MKL_CBWR": "AVX2"}
+    assert "- run with MKL_CBWR=AVX2" in md
+    assert data["rows"][0]["status"] == "done"
