@@ -39,9 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PRESETS = ("ring8", "grid25", "swissroll", "digits")
 SEEDS = (42, 1, 2, 3, 4, 5, 6)
-# environment variables that change which kernels compute float32 results: MKL_CBWR=AVX2 makes
-# MKL run the code path of a CPU without AVX-512, the way to try a recipe against another
-# machine's roundings on this one
+# environment variables that change which kernels compute float32 results (MKL_CBWR=AVX2: MKL's
+# code path for a CPU without AVX-512); a report run under one of them says so
 NUMERICS_ENV = ("MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 # the issue-24 targets each seed is held to (a benchmark, never a timed test): (figure, bound),
 # a lower bound for a figure where higher is better (METRICS), an upper bound where lower is.
