@@ -85,7 +85,8 @@ bench: build
 # network). `make gpu-check` (one command, ~330 s: GPU_CHECK_BUDGET_S) builds or takes a wheel
 # from dist/, runs the GPU tests, the step benchmarks per mode and a ring8 training run in graph
 # mode; `make gpu-check-more` the op benchmarks, host cost per call, the rest of the suite, the op
-# matrix on CUDA and Triton's GPU tests. Everything goes to $$OUT (else build/gpu_check).
+# matrix on CUDA and Triton's GPU tests. Everything goes to build/gpu_check/<part>, packed into
+# $$OUT/gpu_check-<part>.tar.gz after each stage when OUT is set.
 gpu-check:
 	bash scripts/gpu_check.sh main
 

@@ -31,8 +31,8 @@
 # already passed for the same sources; changed sources (a fix) run everything again.
 # GPU_CHECK_REDO=1 ignores the record.
 #
-# Everything goes into one folder, $OUT when set (the GPU tool brings it back), else
-# build/gpu_check/<part>:
+# Everything goes into one folder, build/gpu_check/<part> (emptied first; GPU_CHECK_DIR names
+# another place for build/gpu_check):
 #   summary.txt      one line per stage: ok / FAILED / TIMED OUT / SKIPPED (why), seconds
 #   gpu_check.log    the whole transcript; logs/<stage>.log each stage's part of it
 #   failures.txt     each failing test's report, written as it fails (a crash keeps it)
@@ -40,6 +40,13 @@
 #   results/         <device>-<date>.csv/.md/.png of benchmarks/run.py (for benchmarks/results/),
 #                    host-overhead.md, step-profile.md
 #   train-ring8-graph/  metrics.json, history.csv, config.json, the pictures
+# When $OUT is set (the GPU tool brings back at most 8 files from it, 16 MiB each, named in
+# letters, digits, '.', '_' and '-'), $OUT gets four files, rewritten after every stage so that a
+# call stopped at its limit still brings back what the stages before it made:
+#   gpu_check-<part>.tar.gz   the whole folder above (without the stage logs, which the
+#                             transcript repeats, if it would exceed 15 MiB)
+#   summary.txt, failures.txt, gpu_check-tail.log (the transcript's last 2 MiB)
+# Unpack with `tar -xzf gpu_check-<part>.tar.gz` (a folder <part>/).
 #
 # Without a GPU every GPU stage says "SKIPPED (no CUDA device visible)". GPU_CHECK_DRY_RUN=1 (on
 # the CPU) runs each stage's command in a CPU-sized form instead: pytest stages collect their
@@ -47,7 +54,8 @@
 # steps: it checks this script and its command lines before a GPU session.
 #
 # Environment: PYTHON (default python3), GPU_CHECK_BUDGET_S, GPU_CHECK_STAGES, GPU_CHECK_REDO,
-# GPU_CHECK_BUILD (auto | wheel | source), GPU_CHECK_DRY_RUN, TORCH_CUDA_ARCH_LIST, MAX_JOBS, OUT.
+# GPU_CHECK_BUILD (auto | wheel | source), GPU_CHECK_DRY_RUN, GPU_CHECK_DIR, TORCH_CUDA_ARCH_LIST,
+# MAX_JOBS, OUT.
 set -u -o pipefail
 
 cd "$(dirname "$0")/.." || exit 2
@@ -76,14 +84,17 @@ case $BUILD_FROM in
     ;;
 esac
 
-if [ -n "${OUT:-}" ]; then
-  DEST=$OUT
-else
-  DEST=$ROOT/build/gpu_check/$PART
-  rm -rf "$DEST"
-fi
+WORK=${GPU_CHECK_DIR:-$ROOT/build/gpu_check}
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+DEST=$WORK/$PART
+rm -rf "$DEST"
 mkdir -p "$DEST/logs" "$DEST/results"
-DEST=$(cd "$DEST" && pwd)
+BACK=
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT"
+  BACK=$(cd "$OUT" && pwd)
+fi
 RESULTS=$DEST/results
 SUMMARY=$DEST/summary.txt
 STATE=$ROOT/build/gpu_check-state
@@ -102,6 +113,29 @@ export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$ROOT/build/triton-cache}
 export PIP_BREAK_SYSTEM_PACKAGES=1
 
 note() { echo "$*" | tee -a "$SUMMARY"; }
+
+# pack: what the folder holds now, as the few files the GPU tool brings back from $OUT (see the
+# top); a no-op without $OUT. Each file is written beside its place and moved in, so a call
+# stopped while packing keeps the previous pack.
+PACK_LIMIT=$((15 * 1024 * 1024))
+pack() {
+  [ -n "$BACK" ] || return 0
+  local tmp=$WORK/.pack-$PART.tar.gz
+  tar -czf "$tmp" -C "$WORK" "$PART" 2>/dev/null
+  if [ "$(stat -c %s "$tmp" 2>/dev/null || echo 0)" -gt "$PACK_LIMIT" ]; then
+    tar -czf "$tmp" -C "$WORK" --exclude="$PART/logs" "$PART" 2>/dev/null
+  fi
+  mv -f "$tmp" "$BACK/gpu_check-$PART.tar.gz"
+  local f
+  for f in summary.txt failures.txt; do
+    [ -f "$DEST/$f" ] && cp "$DEST/$f" "$BACK/.$f.new" && mv -f "$BACK/.$f.new" "$BACK/$f"
+  done
+  if [ -f "$DEST/gpu_check.log" ]; then
+    tail -c 2097152 "$DEST/gpu_check.log" >"$BACK/.tail.new" &&
+      mv -f "$BACK/.tail.new" "$BACK/gpu_check-tail.log"
+  fi
+  return 0
+}
 
 left() { echo $((BUDGET - ($(date +%s) - START) - RESERVE)); }
 
@@ -247,12 +281,22 @@ import pprint
 import sys
 import torch
 import wgangp_fast
-from wgangp_fast import _C  # noqa: F401
+from wgangp_fast import backends
 where = os.path.dirname(os.path.realpath(wgangp_fast.__file__))
 if where != os.path.realpath("wgangp_fast"):
     sys.exit(f"wgangp_fast is imported from {where}, not from this tree: uninstall it")
+# The libraries hold no Python module (stable ABI): load them as the package does.
+def check(lib):
+    if not lib.loaded:
+        sys.exit(f"the library {lib.name}: {lib.error}")
+    # not another checkout's build (an editable install's finder can point there)
+    if os.path.dirname(os.path.realpath(lib.path)) != os.path.realpath("wgangp_fast"):
+        sys.exit(f"the library {lib.name} found is {lib.path}, not this tree's")
+    print("loaded", lib.path)
+check(backends._cpu_extension())
 if torch.cuda.is_available():
-    from wgangp_fast import _C_cuda  # noqa: F401
+    check(backends._cuda_extension())
+    print("the CUDA library holds", backends.cuda_targets())
     real, fake = torch.randn(2, 8, 5, device="cuda").unbind(0)
     x = wgangp_fast.interpolate(real, fake, backend="cuda")
     pen = wgangp_fast.gradient_norm_penalty(x, backend="cuda")
@@ -432,7 +476,8 @@ st_train_ring8_graph() {
   gpu_only "$name" || return 0
   local out=$DEST/$name args=(--device cuda --step-mode graph)
   [ "$DRY" = 1 ] && args=(--device cpu --step-mode eager --steps 20 --threads 1)
-  # The preset (5000 steps, seed 42), as the CPU runs of training-quality-cpu-2cores-20261202.md
+  # The preset (1800 steps at batch 512, seed 42), to set beside the CPU's
+  # benchmarks/results/quality-ring8-cpu-2cores-20261203.md (seed 42: 8/8 modes, 96.8%)
   stage "$name" 120 30 "$PY" -m wgangp_fast train --dataset ring8 "${args[@]}" --out "$out" \
     --checkpoint-every 0 --no-progress
   # the final checkpoint (1 MB) is not needed to judge the run
@@ -569,6 +614,7 @@ main() {
     else
       run_named "$name"
     fi
+    pack
   done
   # The chart of every step and op row of this call (the runs above skip theirs: one is enough).
   local csv
@@ -581,7 +627,11 @@ main() {
   ! grep -qE "FAILED|TIMED OUT" "$SUMMARY"
 }
 
+# Stopped from outside (a time limit's SIGTERM): pack what there is, then stop.
+trap 'pack; exit 143' TERM INT
 main 2>&1 | tee "$DEST/gpu_check.log"
 status=${PIPESTATUS[0]}
 echo "results in $DEST ($(du -sh "$DEST" | cut -f1)):" "$(cd "$DEST" && echo *)"
+pack
+[ -z "$BACK" ] || echo "brought back from $BACK:" "$(cd "$BACK" && echo *)"
 exit "$status"

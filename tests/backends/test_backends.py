@@ -132,3 +132,23 @@ def test_auto_warns_once_when_the_compiled_library_cannot_load(unloadable_cpu_li
     status = wgangp_fast.backend_status()["cpu"]
     assert status.startswith("compiled, but does not load") and "undefined symbol" in status
     assert "cpu" not in wgangp_fast.available_backends()
+
+
+def test_the_library_beside_the_package_comes_before_an_import_finders(monkeypatch, tmp_path):
+    """An editable install's finder maps wgangp_fast._C to its own checkout's library even when
+    another copy of the package is imported: the file beside the imported package's Python files
+    is the one loaded; the import system's answer only where there is none beside them."""
+    import importlib.machinery
+    import importlib.util
+
+    beside = tmp_path / ("_C" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    beside.write_bytes(b"")
+    elsewhere = str(tmp_path / "elsewhere" / "_C.abi3.so")
+    found = importlib.machinery.ModuleSpec("wgangp_fast._C", None, origin=elsewhere)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: found)
+    monkeypatch.setattr(wgangp_fast, "__path__", [str(tmp_path)])
+    assert backends._library_path("_C") == str(beside)
+    beside.unlink()
+    assert backends._library_path("_C") == elsewhere
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert backends._library_path("_C") is None

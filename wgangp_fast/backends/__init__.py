@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -62,10 +63,19 @@ class Library:
 
 
 def _library_path(name: str) -> Optional[str]:
-    """The file of compiled library wgangp_fast.<name> (e.g. wgangp_fast/_C.abi3.so), found as
-    the import system would find that extension module, so an editable install's in-place build
-    and an installed wheel are found alike; None when there is none."""
-    spec = importlib.util.find_spec(f"{__name__.rpartition('.')[0]}.{name}")
+    """The file of compiled library wgangp_fast.<name> (e.g. wgangp_fast/_C.abi3.so): the one
+    beside the package's Python files when there is one (an installed wheel, an in-place build),
+    else where the import system finds that extension module (an editable install's finder can map
+    it elsewhere); None when there is none. Beside the Python files comes first: an editable
+    install's finder maps wgangp_fast._C to its own checkout's library even when another copy of
+    the package is imported (through PYTHONPATH, say), and that library may be another build."""
+    package = sys.modules[__name__.rpartition(".")[0]]
+    for folder in getattr(package, "__path__", ()):
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(folder, name + suffix)
+            if os.path.isfile(path):
+                return path
+    spec = importlib.util.find_spec(f"{package.__name__}.{name}")
     return spec.origin if spec is not None and spec.origin else None
 
 
