@@ -12,6 +12,16 @@
 #include <torch/headeronly/util/BFloat16.h>
 #include <torch/headeronly/util/Half.h>
 
+// The check of a C shim call's status. torch 2.14's headers have STABLE_TORCH_ERROR_CODE_CHECK,
+// whose exception carries the failed call's own message (an out-of-memory text, say); torch
+// 2.11's have only the header-only TORCH_ERROR_CODE_CHECK, which names the call. Take the first
+// where the headers define it, so that the sources also build against torch 2.11's headers (the
+// lent GPU machines' torch, where `make gpu-check` builds them when no wheel is carried):
+// scripts/test_torch211.sh (`make test-torch211`) builds and tests them so.
+#ifndef STABLE_TORCH_ERROR_CODE_CHECK
+#define STABLE_TORCH_ERROR_CODE_CHECK(call) TORCH_ERROR_CODE_CHECK(call)
+#endif
+
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
