@@ -38,7 +38,7 @@ test: build
 # built on the LibTorch stable ABI, without Python's C API), written to dist/ from a copy of the
 # sources in build/wheel (in-place builds stay out of it). CPU library only, in about 10 s;
 # WGANGP_FAST_WHEEL_CUDA=1 also builds the CUDA library (nvcc, for WHEEL_CUDA_ARCH: 9.0, the
-# H200 of the lent GPU machine; a few minutes). Both kinds have the same file name: the last
+# H200 of the lent GPU machine; 19 s here). Both kinds have the same file name: the last
 # `make wheel` is the one in dist/.
 WHEEL_CUDA_ARCH ?= 9.0
 ifeq ($(WGANGP_FAST_WHEEL_CUDA),1)
