@@ -282,15 +282,16 @@ import sys
 import torch
 import wgangp_fast
 from wgangp_fast import backends
+tree = os.path.realpath("wgangp_fast")
 where = os.path.dirname(os.path.realpath(wgangp_fast.__file__))
-if where != os.path.realpath("wgangp_fast"):
+if where != tree:
     sys.exit(f"wgangp_fast is imported from {where}, not from this tree: uninstall it")
 # The libraries hold no Python module (stable ABI): load them as the package does.
 def check(lib):
     if not lib.loaded:
         sys.exit(f"the library {lib.name}: {lib.error}")
     # not another checkout's build (an editable install's finder can point there)
-    if os.path.dirname(os.path.realpath(lib.path)) != os.path.realpath("wgangp_fast"):
+    if os.path.dirname(os.path.realpath(lib.path)) != tree:
         sys.exit(f"the library {lib.name} found is {lib.path}, not this tree's")
     print("loaded", lib.path)
 check(backends._cpu_extension())

@@ -84,11 +84,9 @@ if [ "${TORCH211_BUILD:-1}" = 1 ]; then
   cp -r "$SRC" "$BUILT"
   rm -rf "$BUILT"/wgangp_fast/_C*.so "$BUILT/build"
   cd "$BUILT"
-  if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
-    export CUDA_HOME=/usr/local/cuda
-  fi
+  # where setup.py finds a toolkit (it looks in the same places), the CUDA library must build
   flag=WGANGP_FAST_SKIP_CUDA_BUILD=1
-  if command -v nvcc >/dev/null || [ -x "${CUDA_HOME:-/nonexistent}/bin/nvcc" ]; then
+  if command -v nvcc >/dev/null || [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
     flag=WGANGP_FAST_FORCE_CUDA=1
   fi
   say "building the libraries against torch 2.11's headers ($flag, TORCH_CUDA_ARCH_LIST=9.0)"
