@@ -217,7 +217,6 @@ def test_norm_dims_second_order_by_gradcheck():
 
 def test_norm_dims_over_every_axis_is_the_default_layout():
     assert norm_layout(None, (4, 3, 2)) is None
-    assert norm_layout("all", (4, 3, 2)) is None
     assert norm_layout((2, 1), (4, 3, 2)) is None
     assert norm_layout(-1, (4, 3, 2)) == ([0, 1, 2], [4, 3], 2)
     assert norm_layout((1, 3), (4, 3, 2, 5)) == ([0, 2, 1, 3], [4, 2], 15)
@@ -226,7 +225,8 @@ def test_norm_dims_over_every_axis_is_the_default_layout():
 
 
 @pytest.mark.parametrize("dims,error,match", [
-    (0, ValueError, "batch axis 0"), (3, ValueError, "out of range"),
+    (0, ValueError, r"batch axis 0 but not every axis.*'all' \(or \(0, 1, 2\)\)"),
+    ((0, 1), ValueError, "norm_per=k one norm per k samples"), (3, ValueError, "out of range"),
     ((1, 1), ValueError, "axis 1 twice"), ((), ValueError, "at least one axis"),
     ("last", ValueError, "norm_dims must be None, 'all'"), (1.0, TypeError, "norm_dims must be"),
     ((True,), TypeError, "must hold ints"),

@@ -79,16 +79,18 @@ def test_three_dimensional_data_warns_until_norm_dims_is_stated():
     critic = lambda x: (x ** 3).flatten(1).sum(1)  # noqa: E731
     real, fake = torch.randn(4, 3, 5, dtype=torch.float64), torch.randn(4, 3, 5,
                                                                           dtype=torch.float64)
-    with pytest.warns(UserWarning, match=r"shape \[4, 3, 5\].*norm_dims=1.*norm_dims='all'"):
+    with pytest.warns(UserWarning, match=r"shape \[4, 3, 5\].*norm_dims=1.*norm_dims=\(1, 2\)"):
         drop_in_penalty(critic, real, fake, lambda_gp=1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        every = drop_in_penalty(critic, real, fake, lambda_gp=1.0, norm_dims="all",
+        every = drop_in_penalty(critic, real, fake, lambda_gp=1.0, norm_dims=(1, 2),
                                 generator=torch.Generator().manual_seed(0))
         one = drop_in_penalty(critic, real, fake, lambda_gp=1.0, norm_dims=1,
                               generator=torch.Generator().manual_seed(0))
         drop_in_penalty(critic, real[:, 0], fake[:, 0], lambda_gp=1.0)
         drop_in_penalty(critic, real[:, None], fake[:, None], lambda_gp=1.0)
+        drop_in_penalty(critic, real, fake, lambda_gp=1.0, norm_dims="all")
+        drop_in_penalty(critic, real, fake, lambda_gp=1.0, norm_per="batch")
     assert not torch.allclose(every, one)
 
 

@@ -14,7 +14,7 @@ from wgangp_fast.integrations import (
     patched_method,
     unpatch_method,
 )
-from wgangp_fast.integrations.generic import get_handle
+from wgangp_fast.integrations import get_handle
 
 from ..cases import FUSED_GRAD_FN, node_name
 

@@ -17,6 +17,8 @@ from wgangp_fast.integrations import (
     patched_method,
     unpatch_method,
 )
+from wgangp_fast.integrations.ctgan_signature import builder
+from wgangp_fast.integrations.patching import patch, validate_options
 from wgangp_fast.testing import ctgan_gradient_penalty
 
 from ..cases import FUSED_GRAD_FN, node_name
@@ -288,7 +290,7 @@ def test_callable_critic_keyword_inputs_and_returned_tuple():
 
     real, fake = _pair((6, 5))
     scale = torch.full((6, 1), 2.0, dtype=torch.float64)
-    with patched_method(Keyed, "gp", critic=scored, critic_kwargs={"scale": "scale"},
+    with patched_method(Keyed, "gp", critic=lambda **_: scored, critic_kwargs={"scale": "scale"},
                         lambda_gp=4.0, returns=("norms", "penalty"), verify=False):
         torch.manual_seed(6)
         norms, gp = Keyed().gp(real, fake, scale)
@@ -397,9 +399,8 @@ def test_ctgan_mode_is_unchanged_without_layout_options():
             return ctgan_gradient_penalty(self, real_data, fake_data, device, pac, lambda_)
 
     with pytest.raises(IncompatibleSignatureError, match="default of 'pac' is 10, expected 1"):
-        from wgangp_fast.integrations.generic import _patch, _validate_options
-        _patch(Ctganish, "calc_gradient_penalty", _validate_options("auto", True),
-               defaults={"pac": 1})
+        patch(Ctganish, "calc_gradient_penalty", validate_options("auto", True),
+              builder("auto", {"pac": 1}))
     handle = patch_method(Ctganish)
     assert "layout" not in handle.options
     real, fake = _pair((10, 3))
