@@ -18,7 +18,7 @@ import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .. import _validate as V
 from ..penalty import check_device, penalty_call
@@ -339,10 +339,27 @@ def compile_plan(layout: MethodLayout, func: Callable, is_static: bool, where: s
             isinstance(dims, tuple) and dims and all(isinstance(d, int) for d in dims))):
         raise TypeError(f"norm_dims must be None, 'all', an axis or a tuple of axes, got "
                         f"{dims!r}")
+    real, fake = _batch_getter("real", real, real_spec, layout.real is None), _batch_getter(
+        "fake", fake, fake_spec, layout.fake is None)
     return Plan(sig=sig, self_name=self_name, critic=critic, critic_param=critic.bare,
                 real=real, fake=fake, real_name=real_spec, inputs=inputs,
                 critic_kwargs=critic_kwargs, lambda_gp=lam, pac=pac, device=device,
                 returns=_returns_function(layout.returns), layout=layout)
+
+
+def _batch_getter(option: str, get: Callable, spec: str, picked: bool) -> Callable:
+    """get, refusing what is no batch with the spec named (and that it was picked, not given)."""
+
+    def batch(arguments):
+        value = get(arguments)
+        if isinstance(value, (Tensor, list, tuple)):
+            return value
+        why = (f" (patch_method took the first parameter no other option uses: name the one "
+               f"holding the {option} batch, {option}=...)" if picked else "")
+        raise TypeError(f"{option}={spec!r} is a {type(value).__name__}, not a batch (a tensor, "
+                        f"or a list or tuple of tensors){why}")
+
+    return batch
 
 
 # ---------------------------------------------------------------------------------------------
