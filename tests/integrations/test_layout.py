@@ -315,7 +315,7 @@ def test_patch_again_same_layout_warns_other_layout_raises():
     ({"critic": "self.net"}, TypeError, "needs lambda_gp"),
     ({"lambda_gp": 1.0, "critic": "net"}, ValueError,
      r"critic='net' names neither a parameter .*\(parameters: self, x_real, x_fake\)"),
-    ({"lambda_gp": 1.0, "real": 3}, TypeError, "real must name a parameter"),
+    ({"lambda_gp": 1.0, "real": 3}, TypeError, "real must be a spec .* or a callable"),
     ({"lambda_gp": 1.0, "critic": 5}, TypeError, "critic must be a spec"),
     ({"lambda_gp": "ten"}, ValueError, "lambda_gp='ten' names neither"),
     ({"lambda_gp": float("nan")}, ValueError, "lambda_gp must be finite"),
@@ -469,7 +469,7 @@ def test_a_critic_chosen_per_call(critic):
 def test_literal_indices_and_a_fixed_critic_that_is_the_wrong_one():
     real, fake = _pair((6, 4))
     with patched_method(PerDomain, "gp", critic="self.named['a']", lambda_gp=1.0):
-        with pytest.raises(TypeError, match=r"real='domain' is a int, not a batch .* took the "
+        with pytest.raises(TypeError, match=r"real='domain' gave a int, not a batch .* took the "
                                             r"first parameter no other option uses"):
             PerDomain().gp(0, real, fake, 6)
     with patched_method(PerDomain, "gp", critic="self.named['a']", lambda_gp=1.0,

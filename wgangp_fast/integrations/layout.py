@@ -36,8 +36,8 @@ class MethodLayout:
 
     lambda_gp: Any
     critic: Any = "self"
-    real: Optional[str] = None
-    fake: Optional[str] = None
+    real: Any = None
+    fake: Any = None
     inputs: Tuple[Any, ...] = ()
     critic_kwargs: Tuple[Tuple[str, Any], ...] = ()
     pac: Any = 1
@@ -144,7 +144,8 @@ def _spec_getter(option: str, spec, params: Dict[str, inspect.Parameter],
     one and nothing more."""
     if not isinstance(spec, str):
         if not constant:
-            raise TypeError(f"{option} must name a parameter of {where} (a str), got {spec!r}")
+            raise TypeError(f"{option} must be a spec of {where} (a str) or a callable of its "
+                            f"arguments, got {spec!r}")
 
         def value(arguments):
             return spec
@@ -182,8 +183,8 @@ def _spec_getter(option: str, spec, params: Dict[str, inspect.Parameter],
 
 def _critic_getter(critic, params: Dict[str, inspect.Parameter], self_name: Optional[str],
                    where: str) -> Callable:
-    """A spec, a module (the critic itself), or a callable of the method's arguments, called as
-    critic(**arguments) with every parameter by name, that returns the critic of this call."""
+    """A spec, a module (the critic itself), or a callable of the method's arguments that
+    returns the critic of the call (see `_chooser`)."""
     if isinstance(critic, str):
         return _spec_getter("critic", critic, params, self_name, where, constant=False)
     if isinstance(critic, nn.Module):
@@ -191,34 +192,49 @@ def _critic_getter(critic, params: Dict[str, inspect.Parameter], self_name: Opti
     if not callable(critic):
         raise TypeError(f"critic must be a spec (a str), an nn.Module, or a callable of the "
                         f"method's arguments that returns the critic, got {critic!r}")
-    names = ", ".join(params)
-    try:
-        chooser = inspect.signature(critic)
-    except (TypeError, ValueError):  # no signature to read (a builtin): calls will tell
-        chooser = None
-    if chooser is not None:
-        try:
-            chooser.bind(**{name: None for name in params})
-        except TypeError as exc:
-            raise TypeError(
-                f"critic={critic!r} is called with the arguments of {where} by keyword ({names}) "
-                f"and returns the critic of that call, but it cannot take them ({exc}): give it "
-                f"those parameters it uses and **_ for the rest (lambda {self_name or 'self'}, "
-                f"**_: ...). To use a function as the critic itself, return it: "
-                f"critic=lambda **_: <the function>") from None
+    choose = _chooser("critic", critic, params, self_name, where,
+                      "To use a function as the critic itself, return it: "
+                      "critic=lambda **_: <the function>")
 
-    def choose(arguments):
-        chosen = critic(**arguments)
+    def chosen_critic(arguments):
+        chosen = choose(arguments)
         if not callable(chosen):
             raise TypeError(f"critic={critic!r} returned {type(chosen).__name__}, not a critic "
                             f"(a module or a callable)")
         return chosen
 
-    used = set(params) if chooser is None else {
-        p.name for p in chooser.parameters.values() if p.name in params
+    chosen_critic.uses, chosen_critic.bare = choose.uses, None
+    return chosen_critic
+
+
+def _chooser(option: str, fn: Callable, params: Dict[str, inspect.Parameter],
+             self_name: Optional[str], where: str, advice: str = "") -> Callable:
+    """A callable of the method's arguments as a getter: called as fn(**arguments), every
+    parameter by name (the instance under its own name, defaults applied); its `uses` are the
+    parameters it names. Checked at patch time to take them all."""
+    names = ", ".join(params)
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read (a builtin): calls will tell
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(**{name: None for name in params})
+        except TypeError as exc:
+            raise TypeError(
+                f"{option}={fn!r} is called with the arguments of {where} by keyword ({names}), "
+                f"but it cannot take them ({exc}): give it the parameters it uses and **_ for "
+                f"the rest (lambda {self_name or next(iter(params), 'x')}, **_: ...). "
+                f"{advice}".rstrip()) from None
+
+    def get(arguments):
+        return fn(**arguments)
+
+    get.uses = set(params) if signature is None else {
+        p.name for p in signature.parameters.values() if p.name in params
         and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
-    choose.uses, choose.bare = used, None
-    return choose
+    get.bare = None
+    return get
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,8 +340,10 @@ def compile_plan(layout: MethodLayout, func: Callable, is_static: bool, where: s
         raise IncompatibleSignatureError(
             f"{where} has signature {sig}: name the parameters holding the real and the fake "
             f"batch (real=..., fake=...); no two are left after the critic, lambda and inputs")
-    real = getter("real", real_spec, constant=False)
-    fake = getter("fake", fake_spec, constant=False)
+    real, fake = (
+        _chooser(option, spec, params, self_name, where) if callable(spec)
+        else getter(option, spec, constant=False)
+        for option, spec in (("real", real_spec), ("fake", fake_spec)))
     if layout.alpha_fn is not None and not callable(layout.alpha_fn):
         raise TypeError(f"alpha_fn must be callable as alpha_fn(m, like), got "
                         f"{layout.alpha_fn!r}")
@@ -342,7 +360,7 @@ def compile_plan(layout: MethodLayout, func: Callable, is_static: bool, where: s
     real, fake = _batch_getter("real", real, real_spec, layout.real is None), _batch_getter(
         "fake", fake, fake_spec, layout.fake is None)
     return Plan(sig=sig, self_name=self_name, critic=critic, critic_param=critic.bare,
-                real=real, fake=fake, real_name=real_spec, inputs=inputs,
+                real=real, fake=fake, real_name=real_spec if isinstance(real_spec, str) else "real", inputs=inputs,
                 critic_kwargs=critic_kwargs, lambda_gp=lam, pac=pac, device=device,
                 returns=_returns_function(layout.returns), layout=layout)
 
@@ -356,7 +374,7 @@ def _batch_getter(option: str, get: Callable, spec: str, picked: bool) -> Callab
             return value
         why = (f" (patch_method took the first parameter no other option uses: name the one "
                f"holding the {option} batch, {option}=...)" if picked else "")
-        raise TypeError(f"{option}={spec!r} is a {type(value).__name__}, not a batch (a tensor, "
+        raise TypeError(f"{option}={spec!r} gave a {type(value).__name__}, not a batch (a tensor, "
                         f"or a list or tuple of tensors){why}")
 
     return batch

@@ -59,8 +59,7 @@ def _patch(cls: type, name: str, options: Dict[str, Any]):
 
 
 def patch_method(cls: type, name: str = "calc_gradient_penalty", *, backend: str = "auto",
-                 verify: bool = True, lambda_gp=None, critic=None, real: Optional[str] = None,
-                 fake: Optional[str] = None, inputs=None, critic_kwargs: Optional[dict] = None,
+                 verify: bool = True, lambda_gp=None, critic=None, real=None, fake=None, inputs=None, critic_kwargs: Optional[dict] = None,
                  pac=None, alpha_per=None, norm_per=None, device=None,
                  alpha_fn: Optional[Callable] = None, eps: Optional[float] = None,
                  norm_dims=None, detach_inputs: Optional[bool] = None, returns=None,
@@ -80,7 +79,8 @@ def patch_method(cls: type, name: str = "calc_gradient_penalty", *, backend: str
       of the method by name (the instance under its own parameter name, defaults applied) and
       returns the critic, e.g. `lambda self, domain, **_: self.discriminators[domain]`.
     - real, fake: specs of the real and fake batch (a tensor, or a list or tuple of tensors for
-      a critic of several inputs); default the first two parameters no other option uses.
+      a critic of several inputs), or callables of the method's arguments, called as critic=
+      is, that build it; default the first two parameters no other option uses.
     - inputs: specs of the critic's other positional inputs (("labels",)); critic_kwargs:
       {keyword: spec} for the critic's keyword inputs.
     - pac: samples per group for both alpha and the norm, a number or spec (default 1).
