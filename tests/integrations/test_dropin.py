@@ -44,6 +44,19 @@ def test_a_device_argument_is_refused_not_passed_to_the_critic(device):
         drop_in_penalty(critic, real, fake, device, lambda_gp=10.0)
 
 
+@pytest.mark.parametrize("device", ["cpu", torch.device("cpu")], ids=["str", "torch.device"])
+def test_a_device_keyword_gets_the_positional_forms_refusal(device):
+    critic = Labelled(4)
+    real, fake = torch.randn(4, 4, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    with pytest.raises(TypeError) as positional:
+        drop_in_penalty(critic, real, fake, device, lambda_gp=10)
+    with pytest.raises(TypeError) as keyword:
+        drop_in_penalty(critic, real, fake, device=device, lambda_gp=10)
+    tail = str(positional.value).split(": ", 1)[1]
+    assert str(keyword.value) == f"device= is a device ({device!r}): {tail}"
+    assert "takes no device argument" in tail
+
+
 def test_labels_positional_or_keyword_and_norms():
     torch.manual_seed(0)
     critic = Labelled(5)
