@@ -10,7 +10,8 @@
 - outputs.py     samples, pictures, metrics.json, history.csv, config.json
 - trainer.py     WGANGPTrainer: build the data, models and optimisers, one
                  wgangp_fast.steps.TrainStep for the iterations (the losses live there), the loop
-- models.py, data.py, metrics.py, distributed.py   the networks, datasets, sample-quality
+- models.py, data/, metrics.py, distributed.py   the networks, datasets (one file per kind of
+                 source), sample-quality
                  metrics and data parallelism under torchrun
 """
 
