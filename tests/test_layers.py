@@ -16,6 +16,7 @@ RULES = {
     "ops": ("steps", "train", "integrations", "penalty", "bench"),
     "backends": ("ops", "steps", "train", "integrations", "penalty", "bench"),
     "penalty": ("steps", "train", "integrations", "bench"),
+    "layouts": ("ops", "steps", "train", "integrations", "penalty", "bench"),
     "steps": ("train", "integrations", "bench"),
     "integrations": ("train", "steps", "bench"),
     "train": ("bench",),
