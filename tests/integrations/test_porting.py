@@ -4,9 +4,8 @@ conditional critic, a norm over one axis of 3-D data, norms logged or returned, 
 with a device argument), run seeded for 24 steps in float64 twice: as written, and with the
 recipe docs/porting.md gives, read from the page and run as written. The penalty must agree at
 every step to 1e-12 relative, and the weights, the logs and the random streams after the run must
-agree too. The page's alpha_fn table is run the same way, row by row, against the draws it names.
-The recipes for other projects' code (SDV, synthcity, torchgan, gretel's DGAN) are in
-test_porting_clients.py.
+agree too. The recipes for other projects' code (SDV, synthcity, torchgan, gretel's DGAN) are in
+test_porting_clients.py, the page's tables of alpha draws and groups in test_porting_tables.py.
 """
 
 from __future__ import annotations
@@ -60,7 +59,6 @@ def _assert_runs_agree(got, want, *, weights_rtol=1e-9):
 # ---------------------------------------------------------------------------------------------
 
 PORTING = doc.table(doc.PORTING_HEADER)
-ALPHA_ROWS = doc.table(["the original draws", "`alpha_fn`"])
 _after = doc.after
 
 
@@ -635,89 +633,3 @@ def test_packed_critic_method_with_device_and_pac():
                         detach_inputs=False):
         got = run_packed()
     _assert_runs_agree(got, want)
-
-
-# ---------------------------------------------------------------------------------------------
-# 9. The page's alpha_fn table: each draw on the left against the alpha_fn (or generator) on the
-#    right, from the same random state, under both default dtypes and for both data dtypes.
-# ---------------------------------------------------------------------------------------------
-
-B, C, H, W = 6, 2, 3, 3
-_DRAW_STARTS = ("torch.rand(", "np.random.")
-
-
-def _alpha_rows():
-    rows = []
-    for left, right in ALPHA_ROWS:
-        draws = [c for c in doc.code(left) if c.startswith(_DRAW_STARTS)]
-        fix = doc.code(right)[0]
-        assert draws, f"alpha row {left!r}: no draw to check"
-        assert fix.startswith("lambda m, like:") or fix == "generator=gen", fix
-        rows.append(pytest.param(draws, fix, id=fix[:40]))
-    return rows
-
-
-def _seed(gen):
-    torch.manual_seed(21)
-    np.random.seed(21)
-    gen.manual_seed(22)
-
-
-def _plain_penalty(critic, real, fake, alpha):
-    """The original's interpolation with its own alpha (its dtype and layout), then the penalty."""
-    a = alpha.reshape(B, *([1] * (real.dim() - 1))) if alpha.numel() == B else alpha
-    x = (a * real + (1 - a) * fake).requires_grad_(True)
-    out = critic(x)
-    (g,) = torch.autograd.grad(out, x, torch.ones_like(out), create_graph=True)
-    return ((g.reshape(B, -1).norm(2, dim=1) - 1) ** 2).mean()
-
-
-@pytest.mark.parametrize("default_dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("data_dtype", [torch.float32, torch.float64], ids=["data32", "data64"])
-@pytest.mark.parametrize("draws, fix", _alpha_rows())
-def test_alpha_rows_draw_what_the_original_draws(draws, fix, data_dtype, default_dtype):
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(default_dtype)
-    try:
-        gen = torch.Generator()
-        data = torch.Generator().manual_seed(0)
-        real = torch.randn(B, C, H, W, generator=data).to(data_dtype)
-        fake = torch.randn(B, C, H, W, generator=data).to(data_dtype)
-        critic = nn.Sequential(nn.Flatten(), nn.Linear(C * H * W, 8), nn.Tanh(),
-                               nn.Linear(8, 1)).to(data_dtype)
-        kwargs = ({"generator": gen} if fix == "generator=gen"
-                  else {"alpha_fn": eval(fix, {"torch": torch, "np": np})})
-        ran = inapplicable = 0
-        for draw in draws:
-            if ".cuda()" in draw and not torch.cuda.is_available():
-                continue
-            scope = {"torch": torch, "np": np, "B": B, "C": C, "H": H, "W": W,
-                     "D": C * H * W, "device": real.device, "real": real, "gen": gen}
-            _seed(gen)
-            alpha = eval(draw, scope)
-            if isinstance(alpha, np.ndarray):  # the codes wrap it in Tensor(...) of their dtype
-                alpha = torch.from_numpy(alpha).to(data_dtype)
-            if torch.result_type(alpha, real) != data_dtype:
-                # a float64 alpha turns float32 data's interpolates into float64, which the
-                # float32 critic refuses: the original cannot run in this combination either
-                inapplicable += 1
-                continue
-            want = _plain_penalty(critic, real, fake, alpha.to(real.device))
-            streams = (torch.rand(2), np.random.random(2), torch.rand(2, generator=gen))
-            _seed(gen)
-            if "alpha_fn" in kwargs:
-                mine = kwargs["alpha_fn"](B, real).reshape(B, -1)[:, 0]
-                assert torch.equal(mine.to(data_dtype).cpu(),
-                                   alpha.reshape(B, -1)[:, 0].to(data_dtype).cpu()), draw
-                _seed(gen)
-            got = drop_in_penalty(critic, real, fake, lambda_gp=1.0, **kwargs)
-            after = (torch.rand(2), np.random.random(2), torch.rand(2, generator=gen))
-            assert all(np.array_equal(np.asarray(a), np.asarray(b))
-                       for a, b in zip(after, streams)), f"{draw}: other random streams after"
-            rtol = 1e-5 if data_dtype == torch.float32 else 1e-12
-            torch.testing.assert_close(got, want, rtol=rtol, atol=0, msg=draw)
-            ran += 1
-        assert ran or (inapplicable and default_dtype != data_dtype), (
-            f"none of {draws} can run here")
-    finally:
-        torch.set_default_dtype(before)

@@ -1,6 +1,6 @@
 """docs/porting.md's recipes for other projects' penalty code: SDV (through ctgan), synthcity's
 GAN, its dpgan under per-sample gradient hooks and its RadialGAN, torchgan's
-WassersteinGradientPenalty, gretel's DGAN; and the page's table of alpha and norm groups.
+WassersteinGradientPenalty, gretel's DGAN.
 
 None of these packages is installed for the tests. Each original is a float64 transcription
 written here from the original's formula (its alpha draw, its critic call, its norm and what it
@@ -19,7 +19,6 @@ import pytest
 import torch
 from torch import nn
 
-from wgangp_fast import gradient_penalty
 from wgangp_fast.integrations import ctgan as wgf_ctgan
 from wgangp_fast.integrations import get_handle, is_patched, patch_method, unpatch_method
 
@@ -395,50 +394,3 @@ def test_dgan_several_tensors_one_norm_over_the_batch():
     finally:
         _unpatch(DGAN, "_get_gradient_penalty")
     _assert_runs_agree(got, want)
-
-
-# ---------------------------------------------------------------------------------------------
-# The page's table of alpha groups and norm groups, row by row, against the layout it names
-# ---------------------------------------------------------------------------------------------
-
-_GROUPS = {  # first-cell phrase -> (samples per alpha, samples per norm) of a batch of N = 20
-    "one alpha and one norm per sample": (1, 1),
-    "per group of 10 rows": (10, 10),
-    "one alpha per sample, one norm over the whole batch": (1, 20),
-    "one alpha and one norm for the whole batch": (20, 20),
-    "one 2-norm of every axis": (20, 20),
-}
-
-
-def _grouped_reference(critic, real, fake, alpha_per, norm_per):
-    """One alpha per alpha_per consecutive samples (torch.rand of N / alpha_per values), one norm
-    over each norm_per consecutive samples' gradients, 10 * mean((norm - 1)^2)."""
-    n = real.shape[0]
-    a = torch.rand(n // alpha_per).repeat_interleave(alpha_per).view(n, 1, 1, 1)
-    x = (a * real + (1 - a) * fake).requires_grad_(True)
-    out = critic(x)
-    (g,) = torch.autograd.grad(out, x, torch.ones_like(out), create_graph=True)
-    return 10.0 * ((g.reshape(n // norm_per, -1).norm(2, dim=1) - 1) ** 2).mean()
-
-
-@pytest.mark.parametrize("cells", doc.table(["the original", "options"]), ids=lambda c: c[0][:40])
-def test_group_rows_equal_the_layout_they_name(cells):
-    left, options = cells
-    (alpha_per, norm_per), = [v for p, v in _GROUPS.items() if p in left]
-    kwargs = eval(f"dict({', '.join(doc.code(options))})") if doc.code(options) else {}
-    torch.manual_seed(0)
-    critic = nn.Sequential(nn.Flatten(), nn.Linear(18, 8), nn.Tanh(), nn.Linear(8, 1)).to(DT)
-    gen = torch.Generator().manual_seed(1)
-    real = torch.randn(20, 2, 3, 3, generator=gen, dtype=DT)
-    fake = torch.randn(20, 2, 3, 3, generator=gen, dtype=DT)
-    torch.manual_seed(2)
-    want = _grouped_reference(critic, real, fake, alpha_per, norm_per)
-    torch.manual_seed(2)
-    got = gradient_penalty(critic, real, fake, lambda_gp=10.0, **kwargs)
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
-
-
-def test_every_group_row_is_checked():
-    rows = doc.table(["the original", "options"])
-    assert len(rows) == len(_GROUPS)
-    assert all(sum(p in r[0] for p in _GROUPS) == 1 for r in rows)
