@@ -259,8 +259,18 @@ def _usable(name: str, device: torch.device) -> str:
 _RESOLVED: dict = {}
 
 
+def _constant_under_compile(fn):
+    """torch.compiler.assume_constant_result(fn) without importing torch._dynamo (which doubles
+    the time of `import torch`) before anything compiles. That decorator only sets a flag on fn
+    that dynamo reads when it traces; tests/test_import.py holds this copy to the flags it sets."""
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True
+    return fn
+
+
 # Under torch.compile the choice is made once, at trace time, and baked into the graph.
-@torch.compiler.assume_constant_result
+@_constant_under_compile
 def resolve(backend, device: torch.device) -> str:
     """The concrete backend for tensors on `device`: checks an explicit choice, picks for "auto"."""
     key = (backend, device.type, os.environ.get(ENV_VAR) if backend in ("auto", None) else None)
