@@ -105,7 +105,7 @@ BENCH_ARGS ?= --device auto
 bench: build
 	$(BIN)/python -m pytest benchmarks --benchmark-only -q --benchmark-group-by=group \
 		--benchmark-columns=median,iqr,min,rounds --benchmark-sort=name
-	$(BIN)/python benchmarks/run.py --suite all $(BENCH_ARGS)
+	$(BIN)/python benchmarks/run.py --suite all --out benchmarks/results $(BENCH_ARGS)
 
 # On the lent GPU machine: its python3 already holds torch, triton, pytest and ninja (no venv, no
 # network). `make gpu-check` (one command, ~330 s: GPU_CHECK_BUDGET_S) builds or takes a wheel
