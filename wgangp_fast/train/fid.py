@@ -145,8 +145,11 @@ class ImageQuality:
                 score = self.is_cls(feature=_Given(logits.shape[1]), splits=splits,
                                     normalize=False)
                 score.update(logits)
+                warnings.filterwarnings("ignore", message=".*degrees of freedom.*")
                 is_mean, is_std = score.compute()
-                out.update(inception_score_mean=float(is_mean), inception_score_std=float(is_std))
+                out["inception_score_mean"] = float(is_mean)
+                if splits > 1:  # one split has no spread
+                    out["inception_score_std"] = float(is_std)
         out.update(fid_real_samples=len(real), fid_samples=len(fake))
         return out
 
