@@ -65,7 +65,7 @@ def _stamp() -> str:
 
 
 def _paths(date: str):
-    stem = RESULTS / f"images-{_device()}-{date}"
+    stem = Path(RESULTS) / f"images-{_device()}-{date}"
     return stem.with_suffix(".json"), stem.with_suffix(".md")
 
 
@@ -79,7 +79,7 @@ def _save(date: str, part: str, value: Any) -> None:
     report[part] = value
     report.setdefault("machine", {}).update(_machine())
     path, md = _paths(date)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    Path(RESULTS).mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1))
     md.write_text(render(report))
     print(f"wrote {path} and {md}")
@@ -442,7 +442,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--n", type=int, default=50_000, help="images of the memory run's folder")
     p.add_argument("--date", default=_stamp(), help="the report's date stamp (yyyymmdd)")
+    p.add_argument("--results", default=str(RESULTS), help="the report's folder")
     args = p.parse_args(argv)
+    globals()["RESULTS"] = Path(args.results)
     if args.part == "judge":
         print(json.dumps(judge(Path(args.run))))
         return 0

@@ -45,12 +45,12 @@ def write_class_outputs(trainer, folder: str, samples: np.ndarray, labels: np.nd
     for k, name in enumerate(names):
         imgs = trainer.generate_samples(noise=noise, labels=torch.full((len(noise),), k)).numpy()
         canvas = image_canvas(imgs, 8)
-        fig, ax = plt.subplots(figsize=(4, 4))
+        fig, ax = plt.subplots(figsize=(5, 5.3))
         c = imgs.shape[1]
         ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None,
                   vmin=0, vmax=1, interpolation="nearest")
         ax.axis("off")
         ax.set_title(f"class {k}: {name} (step {trainer.step})", fontsize=9)
         fig.tight_layout()
-        fig.savefig(os.path.join(out, class_file_name(k, name)), dpi=100)
+        fig.savefig(os.path.join(out, class_file_name(k, name)), dpi=110)
         plt.close(fig)

@@ -16,6 +16,13 @@ every generator step (ema <- d' ema + (1 - d') weights, d' = min(d, (1 + t) / (1
 updates); samples, pictures and metrics come from it (Yazici et al., 2019): it averages out the
 oscillation of the generator around the equilibrium, which otherwise smears tight modes.
 
+Images and classes: `model` "resnet" is the WGAN-GP paper's ResNet pair (models_resnet), "auto"
+gives images conv models below 32x32 and resnet from 32x32 up. `conditional` trains G(z, label)
+against a projection critic D(x, label) on a labelled dataset (trainer_classes): each critic step
+draws a real batch with its labels and generates the fakes for the same labels, so the penalty
+interpolates samples of one class. Image runs measure FID / KID / IS at the end and every
+`fid_every` steps (trainer_quality, fid).
+
 Scale and precision:
 - `precision` "bf16" / "fp16": the forwards run under torch.autocast; fp16 adds a GradScaler per
   optimiser. A step the scaler skips for overflow does not stop the run; a non-finite forward

@@ -46,6 +46,10 @@ def require_torchvision(what: str):
     except ImportError:
         raise ImportError(f"{what} needs torchvision, which is not installed: pip install "
                           f"'wgangp_fast[images]'") from None
+    # torchvision 0.29 announces its decoders' move to TorchCodec at every call, from the
+    # decoding threads too (where catch_warnings, which is not thread-safe, cannot hold it)
+    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities "
+                            "of TorchVision are deprecated", category=DeprecationWarning)
     return torchvision
 
 
@@ -227,11 +231,7 @@ def decode_file(path: str, header: ImageHeader, channels: int):
     error = None
     if header.format in ("png", "jpeg", "gif", "webp"):
         try:
-            with warnings.catch_warnings():
-                # torchvision 0.29 announces its decoders' move to TorchCodec on every call
-                warnings.filterwarnings("ignore", category=DeprecationWarning,
-                                        module="torchvision")
-                img = tv_io.decode_image(tv_io.read_file(path), mode=mode)
+            img = tv_io.decode_image(tv_io.read_file(path), mode=mode)
         except Exception as exc:  # torchvision raises RuntimeError with libpng's / libjpeg's text
             error = exc
     if img is None:
