@@ -109,7 +109,11 @@ def test_bad_arguments_exit_2_with_a_message(argv, match, capsys):
 @pytest.mark.parametrize("argv,match", [
     (["--csv", "{tmp}/missing.csv"], "CSV file not found: {tmp}/missing.csv"),
     (["--images", "{tmp}/bad.npy"], "{tmp}/bad.npy: cannot read"),
-    (["--mnist", "{tmp}"], "no MNIST training images"),
+    (["--mnist", "{tmp}"], "no mnist training files"),
+    (["--images", "{tmp}/missing"], "--images {tmp}/missing: no such folder or file"),
+    (["--images", "{tmp}/empty"], "{tmp}/empty: the folder holds no image files"),
+    (["--conditional"], "--conditional needs a labelled dataset"),
+    (["--dataset", "digits", "--label-column", "x"], "label_column (--label-column)"),
     (["--csv", "{tmp}/a.csv", "--images", "{tmp}/b.npy"], "only one of"),
     (["--dataset", "csv"], "needs a path"),
     (["--batch", "10", "--pac", "3", "--model", "pac"], "multiple of pac"),
@@ -118,6 +122,7 @@ def test_bad_arguments_exit_2_with_a_message(argv, match, capsys):
 ])
 def test_bad_settings_and_files_are_clear_errors(tmp_path, argv, match, capsys):
     (tmp_path / "bad.npy").write_text("not numpy")
+    (tmp_path / "empty").mkdir()
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     code = cli.main(["train", "--out", str(tmp_path / "o"), "--no-progress", *argv])
     assert code == 2

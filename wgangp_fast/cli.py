@@ -121,10 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
         if field.name == "dataset":  # the other ways to name the data, beside --dataset
             g = groups[flag.group]
             g.add_argument("--csv", metavar="PATH", help="a CSV table (sets --dataset csv)")
-            g.add_argument("--images", metavar="PATH", help="a .npy/.npz image array (sets "
-                           "--dataset images)")
+            g.add_argument("--images", metavar="PATH", help="a folder of image files (PNG, "
+                           "JPEG, ...; class subfolders give labels) or a .npy/.npz image array "
+                           "(sets --dataset images)")
             g.add_argument("--mnist", metavar="DIR", help="a local MNIST folder (sets --dataset "
                            "mnist)")
+            g.add_argument("--fashion-mnist", metavar="DIR", help="a local Fashion-MNIST folder "
+                           "(sets --dataset fashion-mnist)")
+            g.add_argument("--cifar10", metavar="DIR", help="a local CIFAR-10 folder (binary or "
+                           "python version; sets --dataset cifar10)")
     # the flags of the command rather than of the run's settings
     r = groups["run"]
     r.add_argument("--out", metavar="DIR", help="output folder (default runs/<dataset>)")
@@ -142,11 +147,15 @@ def _error(msg: str) -> int:
     return 2
 
 
+# the flags that name the data and the dataset each implies
+_SOURCES = (("csv", "csv"), ("images", "images"), ("mnist", "mnist"),
+            ("fashion-mnist", "fashion-mnist"), ("cifar10", "cifar10"))
+
+
 def _overrides(args: argparse.Namespace) -> dict:
-    sources = [(flag, name) for flag, name in (("csv", "csv"), ("images", "images"),
-                                               ("mnist", "mnist")) if getattr(args, flag)]
+    sources = [(flag, name) for flag, name in _SOURCES if getattr(args, flag.replace("-", "_"))]
     if len(sources) > 1:
-        raise ValueError("give only one of --csv, --images, --mnist")
+        raise ValueError("give only one of " + ", ".join(f"--{f}" for f, _ in _SOURCES))
     values = {field.name: getattr(args, field.name) for field, _ in _config_flags()}
     if sources:
         flag, name = sources[0]
@@ -154,7 +163,7 @@ def _overrides(args: argparse.Namespace) -> dict:
             raise ValueError(f"--{flag} implies --dataset {name}, got --dataset {args.dataset}")
         if args.data_path is not None:
             raise ValueError(f"give the path once: --{flag} PATH or --data PATH")
-        values["dataset"], values["data_path"] = name, getattr(args, flag)
+        values["dataset"], values["data_path"] = name, getattr(args, flag.replace("-", "_"))
     if values["categorical"] is not None:
         values["categorical"] = tuple(values["categorical"])
     return {k: v for k, v in values.items() if v is not None}
@@ -163,7 +172,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 def _summary(metrics: dict) -> str:
     keys = ("modes_covered", "modes_total", "high_quality_share", "w1_exact", "w1_exact_real",
             "sliced_w1", "classes_covered", "confident_share", "frechet_distance",
-            "frechet_distance_real_halves", "final_wasserstein_estimate", "final_gp",
+            "frechet_distance_real_halves", "fid", "kid_mean", "kid_std",
+            "inception_score_mean", "final_wasserstein_estimate", "final_gp",
             "train_seconds", "steps_per_second")
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -266,8 +276,12 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                                                  if k != "dataset"})
             trainer = WGANGPTrainer(config)
         trainer.check_output_folder(out)
-    except (ValueError, TypeError, FileNotFoundError, OutputFolderError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, OutputFolderError, ImportError) as exc:
         return _error(str(exc))
+    if trainer.is_main_process:
+        for line in trainer.data_notes:
+            print(f"note: {line}", file=sys.stderr)
+        trainer.on_note = lambda line: print(f"note: {line}", file=sys.stderr)
 
     cfg = trainer.config
     if trainer.is_main_process:
@@ -276,7 +290,9 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         extras = "".join([f", precision {cfg.precision}" if cfg.precision != "fp32" else "",
                           f", step mode {cfg.step_mode}" if cfg.step_mode != "eager" else "",
                           f", gp every {cfg.gp_every}" if cfg.gp_every > 1 else "",
-                          f", EMA {cfg.ema_decay}" if cfg.ema_decay > 0 else ""])
+                          f", EMA {cfg.ema_decay}" if cfg.ema_decay > 0 else "",
+                          f", conditional on {len(trainer.class_names)} classes"
+                          if trainer.class_names else ""])
         print(f"training {cfg.dataset} ({trainer.model_kind} models, method {cfg.method}, "
               f"{cfg.steps} steps, batch {cfg.batch_size}, pac {cfg.pac}, n_critic "
               f"{cfg.n_critic}, lr {cfg.lr}{extras}) on {trainer.device}{ranks}; output in {out}"
@@ -307,9 +323,13 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         print(_summary(metrics))
         print(f"outputs in {out}/: samples.png, curves.png, samples.npy, metrics.json, "
               f"history.csv, config.json, {CHECKPOINT_NAME}"
-              + (", samples.csv" if cfg.dataset == "csv" else ""))
+              + (", samples.csv" if cfg.dataset == "csv" else "")
+              + (", samples_labels.npy" if trainer.class_names else "")
+              + (", classes/ (a grid per class)" if trainer.class_names
+                 and trainer.dataset.kind == "image" else ""))
         print(json.dumps({k: metrics[k] for k in ("modes_covered", "high_quality_share",
-                                                   "classes_covered", "frechet_distance")
+                                                   "classes_covered", "frechet_distance",
+                                                   "fid", "kid_mean")
                           if k in metrics}))
     return 0
 

@@ -1,11 +1,8 @@
-"""Datasets of wgangp_fast.train.data: the synthetic mixtures, the bundled digits, local image arrays and
-MNIST folders, CSV tables, and the checkpointable batch sampler. Bad files give errors that name the
+"""Datasets of wgangp_fast.train.data: the synthetic mixtures, the bundled digits, local image arrays,
+CSV tables, and the checkpointable batch sampler. Bad files give errors that name the
 path and the problem."""
 
 from __future__ import annotations
-
-import gzip
-import struct
 
 import numpy as np
 import pytest
@@ -146,41 +143,7 @@ def test_image_layouts_that_are_images_still_load(tmp_path, shape, expected):
     assert data.load_image_array(str(path)).data.shape == expected
 
 
-def _write_idx(path, images, compress=False):
-    n, h, w = images.shape
-    raw = struct.pack(">IIII", 2051, n, h, w) + images.astype(np.uint8).tobytes()
-    if compress:
-        with gzip.open(path, "wb") as f:
-            f.write(raw)
-    else:
-        path.write_bytes(raw)
-
-
-@pytest.mark.parametrize("compress,sub", [(False, ""), (True, "MNIST/raw")])
-def test_mnist_folder(tmp_path, compress, sub):
-    imgs = np.random.default_rng(1).integers(0, 256, size=(7, 28, 28))
-    folder = tmp_path / sub if sub else tmp_path
-    folder.mkdir(parents=True, exist_ok=True)
-    name = "train-images-idx3-ubyte" + (".gz" if compress else "")
-    _write_idx(folder / name, imgs, compress)
-    ds = data.load_dataset("mnist", str(tmp_path))
-    assert ds.data.shape == (7, 1, 28, 28)
-    assert np.allclose(ds.decode(ds.data.numpy())[:, 0], imgs, atol=1e-3)
-    assert data.load_mnist_folder(str(tmp_path), image_size=32).data.shape == (7, 1, 32, 32)
-
-
-def test_bad_mnist_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no MNIST training images"):
-        data.load_mnist_folder(str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="MNIST folder not found"):
-        data.load_mnist_folder(str(tmp_path / "missing"))
-    bad = tmp_path / "train-images-idx3-ubyte"
-    bad.write_bytes(struct.pack(">IIII", 2049, 1, 2, 2) + b"\0" * 4)
-    with pytest.raises(ValueError, match="magic number 2049"):
-        data.load_mnist_folder(str(tmp_path))
-    bad.write_bytes(struct.pack(">IIII", 2051, 3, 2, 2) + b"\0" * 5)
-    with pytest.raises(ValueError, match="truncated"):
-        data.load_mnist_folder(str(tmp_path))
+# MNIST, Fashion-MNIST and CIFAR-10 copies, and folders of images: test_image_folders.py
 
 
 CSV = """age,city,income,member

@@ -23,6 +23,9 @@ class GeneratorStep(StepBase):
         step = GeneratorStep(generator, critic, optimizer, mode="auto")
         loss_g = step(z, *inputs)       # inputs: extra critic arguments
 
+    With `conditional` the generator takes the inputs too, G(z, *inputs) (a class-conditional
+    generator given the labels that the critic also sees); otherwise G(z).
+
     The critic's parameters are held fixed (detached: the step computes no critic gradients).
     BatchNorm in the generator is fine in every mode (a batch of one is refused: BatchNorm needs
     two samples). Modes as for CriticStep; "compile" compiles the forward and runs its compiled
@@ -35,7 +38,8 @@ class GeneratorStep(StepBase):
     def __init__(self, generator: nn.Module, critic: nn.Module,
                  optimizer: torch.optim.Optimizer, *, mode: str = "auto", scaler=None,
                  autocast: Optional[torch.dtype] = None, warmup: int = 3, max_graphs: int = 8,
-                 compile_options: Optional[dict] = None, simulate_graphs: bool = False):
+                 compile_options: Optional[dict] = None, simulate_graphs: bool = False,
+                 conditional: bool = False):
         for name, m in (("generator", generator), ("critic", critic)):
             if not isinstance(m, nn.Module):
                 raise TypeError(f"{name} must be an nn.Module, got {type(m).__name__}")
@@ -45,6 +49,7 @@ class GeneratorStep(StepBase):
         self.generator = unwrap(generator)
         self.critic = unwrap(critic)
         self.optimizer = optimizer
+        self.conditional = V.flag("conditional", conditional)
         self._compiled = None
 
     def _choose(self, device):
@@ -52,9 +57,13 @@ class GeneratorStep(StepBase):
                            optimizers=self._optimizers, scaler=self.scaler, check_critic=False,
                            simulate_graphs=self.simulate_graphs)
 
+    def generate(self, z: Tensor, inputs=()) -> Tensor:
+        """G(z), or G(z, *inputs) for a conditional generator."""
+        return self.generator(z, *inputs) if self.conditional else self.generator(z)
+
     def _loss(self, z, *inputs):
         fixed = {n: p.detach() for n, p in self.critic.named_parameters()}
-        fake = self.generator(z)
+        fake = self.generate(z, inputs)
         return -wide(critic_scores(functional_call(self.critic, fixed, (fake, *inputs)))).mean()
 
     def run(self, mode, z, inputs, graphed=False) -> Tensor:
@@ -86,7 +95,7 @@ class GeneratorStep(StepBase):
         compiled mode traces it, with no trace left."""
         with side_effect_free([self.generator, self.critic], z.device), \
                 self.autocast_context(z.device):
-            critic_scores(self.critic(self.generator(z), *inputs))
+            critic_scores(self.critic(self.generate(z, inputs), *inputs))
 
     def __call__(self, z: Tensor, *inputs) -> Tensor:
         V.tensor("z", z)

@@ -10,9 +10,12 @@
 - outputs.py     samples, pictures, metrics.json, history.csv, config.json
 - trainer.py     WGANGPTrainer: build the data, models and optimisers, one
                  wgangp_fast.steps.TrainStep for the iterations (the losses live there), the loop
-- models.py, data/, metrics.py, distributed.py   the networks, datasets (one file per kind of
-                 source), sample-quality
-                 metrics and data parallelism under torchrun
+- trainer_classes.py, class_outputs.py   conditional runs: labels, models, per-class outputs
+- trainer_quality.py, fid.py   FID / KID / IS during and after image runs
+- models.py, models_resnet.py, models_conditional.py, data/, metrics.py, distributed.py   the
+                 networks (the WGAN-GP paper's ResNet, the conditional wrappers), datasets (one
+                 file per kind of source), sample-quality metrics and data parallelism under
+                 torchrun
 """
 
 from .checkpoint import (

@@ -28,7 +28,10 @@ PENALTY_KINDS = {"gp": "wgan-gp", "lp": "wgan-lp", "r1": "r1", "r2": "r2", "drag
 PRECISIONS = ("fp32", "bf16", "fp16")
 # how a training iteration runs (wgangp_fast.steps.TrainStep's modes)
 STEP_MODES = steps_mod.MODES
-MODELS = ("auto", "mlp", "conv", "pac")
+# auto: pac for tables (or pac > 1), mlp for points, conv for images below 32x32 and resnet
+# from 32x32 up (where Gulrajani et al. used it); images are never given an MLP by auto
+MODELS = ("auto", "mlp", "conv", "resnet", "pac")
+CRITIC_NORMS = ("none", "layer")
 # "autograd": the same penalty in plain autograd, for comparison (CriticStep's penalty_impl)
 PENALTY_IMPLS = penalty_mod.PENALTY_IMPLS
 LR_DECAYS = ("none", "linear")
@@ -37,7 +40,8 @@ WEIGHT_INITS = ("normal", "he")
 HISTORY_KEYS = ("loss_c", "loss_g", "gp", "wasserstein")
 # the settings a resumed run may change: none of them alters the models, the data or the schedule
 RESUMABLE = frozenset({"steps", "out_dir", "checkpoint_every", "device", "backend",
-                       "n_eval_samples", "step_mode"})
+                       "n_eval_samples", "step_mode", "image_cache", "decode_workers",
+                       "max_image_pixels", "fid_every", "fid_samples", "inception_weights"})
 
 # Per-dataset settings that differ from the defaults, each kept because it measured better over
 # seeds; what each buys and how it was found: docs/presets.md.
@@ -49,7 +53,8 @@ DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
     "grid25": dict(_TOY, steps=5000, lr=4e-3, latent_dim=2, generator_batchnorm=False,
                    weight_init="he"),
     "swissroll": dict(_TOY, steps=3000),
-    "digits": {"steps": 3000, "batch_size": 64, "hidden_dim": 128},
+    # the MLP pair of the measured preset (--model auto gives images conv or resnet models)
+    "digits": {"steps": 3000, "batch_size": 64, "hidden_dim": 128, "model": "mlp"},
     "csv": {"steps": 1000, "batch_size": 500, "pac": 10, "model": "pac"},
 }
 
@@ -88,17 +93,43 @@ class WGANGPConfig:
     """Every setting of a run. Defaults are seed 002's; `for_dataset` applies DATASET_PRESETS."""
 
     dataset: str = setting("ring8", data_mod.DATASETS, Flag(
-        DATA, "default: ring8 (or what --csv, --images, --mnist imply)"))
+        DATA, "default: ring8 (or what --csv, --images, --mnist, --fashion-mnist, --cifar10 "
+              "imply)"))
     data_path: str | None = setting(None, flag=Flag(
-        DATA, "the file or folder of --dataset csv, images or mnist", ("--data",), "PATH"))
+        DATA, "the file or folder of --dataset csv, images, mnist, fashion-mnist or cifar10",
+        ("--data",), "PATH"))
     npz_key: str | None = setting(None, flag=Flag(DATA, "which array of a .npz file holds the "
                                                         "images"))
     categorical: Tuple[str, ...] = setting((), flag=Flag(
         DATA, "CSV columns to treat as categorical even if numeric", metavar="COLUMN",
         nargs="+"))
     image_size: int | None = setting(None, flag=Flag(
-        DATA, "resize images to this side (e.g. 32 for --model conv)", check="int>=1"))
-    model: str = setting("auto", MODELS, Flag(MODEL))
+        DATA, "resize images to this side (e.g. 32 for --model conv); a folder's images: shorter "
+              "side resized, then centre-cropped", check="int>=1"))
+    label_column: str | None = setting(None, flag=Flag(
+        DATA, "the class column of a --csv table: its values are the labels of a --conditional "
+              "run", metavar="NAME"))
+    image_cache: str | None = setting(None, flag=Flag(
+        DATA, "folder for the decoded uint8 cache of an --images folder (default "
+              "$WGANGP_FAST_CACHE/images or ~/.cache/wgangp_fast/images)", metavar="DIR"))
+    max_image_pixels: int = setting(data_mod.DEFAULT_MAX_IMAGE_PIXELS, "int>=1", Flag(
+        DATA, "refuse an image file whose header claims more pixels than this, before decoding "
+              "it (default 100000000)", metavar="N"))
+    decode_workers: int = setting(0, "int>=0", Flag(
+        DATA, "threads decoding an --images folder into its cache (default 0: one per core)",
+        metavar="N"))
+    model: str = setting("auto", MODELS, Flag(
+        MODEL, "auto (default): conv for images below 32x32, resnet from 32x32 up, pac for "
+               "tables, mlp for points; mlp, conv (DCGAN), resnet (the WGAN-GP paper's), pac "
+               "(CTGAN's packed critic)"))
+    conditional: bool = setting(False, flag=Flag(
+        MODEL, "class-conditional models on a labelled dataset (class subfolders, digits, "
+               "mnist, cifar10, --label-column): G(z, label), a projection critic", switch="on"))
+    resnet_width: int = setting(128, "int>=1", Flag(
+        MODEL, "channels of the resnet models' blocks (default 128, the paper's)", metavar="C"))
+    critic_norm: str = setting("none", CRITIC_NORMS, Flag(
+        MODEL, "the resnet critic's normalisation: none (default) or layer (per-sample "
+               "LayerNorm); never BatchNorm"))
     method: str = setting("gp", METHODS, Flag(
         MODEL, "gp (default), lp (one-sided), clip (original WGAN), sn (spectral norm), r1 / r2 "
                "(zero-centred on real / fake samples, gamma = --lambda), dragan (norm 1 around "
@@ -160,6 +191,16 @@ class WGANGPConfig:
         RUN, "save a checkpoint every K steps (default 500; 0: only at the end)", metavar="K"))
     n_eval_samples: int = setting(2500, "int>=1", Flag(
         RUN, "samples for the metrics (default 2500)", ("--eval-samples",), "N"))
+    fid_samples: int = setting(5000, "int>=0", Flag(
+        RUN, "generated (and real) images for FID / KID / IS at the end of an image run "
+             "(default 5000; 0: none); needs pip install 'wgangp_fast[metrics]'", metavar="N"))
+    fid_every: int = setting(0, "int>=0", Flag(
+        RUN, "also measure FID / KID every K generator steps (default 0: only at the end)",
+        metavar="K"))
+    inception_weights: str | None = setting(None, flag=Flag(
+        RUN, "the Inception weights file for FID / KID (weights-inception-2015-12-05-"
+             "6726825d.pth); default: the torch hub cache, else the metrics library's download",
+        metavar="PATH"))
 
     @classmethod
     def for_dataset(cls, dataset: str = "ring8", **overrides: Any) -> WGANGPConfig:
@@ -247,9 +288,15 @@ class WGANGPConfig:
         if self.pac > 1 and self.model not in ("pac", "auto"):
             raise ValueError(f"pac > 1 needs the packed critic (model 'pac'), got model "
                              f"{self.model!r}")
-        if self.method == "sn" and self.model == "pac":
-            raise ValueError("method 'sn' (spectral norm) works with models 'mlp' and 'conv', "
-                             "not 'pac'")
+        if self.method == "sn" and self.model in ("pac", "resnet"):
+            raise ValueError(f"method 'sn' (spectral norm) works with models 'mlp' and 'conv', "
+                             f"not {self.model!r}")
+        if self.critic_norm != "none" and self.model not in ("resnet", "auto"):
+            raise ValueError(f"critic_norm (--critic-norm) {self.critic_norm!r} is the resnet "
+                             f"critic's; model {self.model!r} has its own")
+        if self.label_column is not None and self.dataset != "csv":
+            raise ValueError(f"label_column (--label-column) names a CSV table's class column; "
+                             f"dataset {self.dataset!r} is not a table")
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be a string such as 'cpu', 'cuda' or 'auto', got "
                              f"{self.device!r}")

@@ -9,7 +9,8 @@
   high-quality samples out of 2500, so min_count is 20 per 2500 samples, scaled with the count.
 - `DigitsEvaluator`: a small MLP classifier trained on scikit-learn's bundled digits; class
   coverage of generated digits and a Frechet distance in the classifier's hidden-layer features
-  (FID's formula, with this small network in place of Inception).
+  (FID's formula, with this small network in place of Inception); for conditional generators,
+  the share of each class's samples classified as that class (judge_classes).
 """
 
 from __future__ import annotations
@@ -139,6 +140,24 @@ class DigitsEvaluator:
         x = _points("x", x)
         return np.maximum(x @ self.clf.coefs_[0] + self.clf.intercepts_[0], 0.0)
 
+    def judge_classes(self, samples, labels, confidence: float = 0.5) -> Dict[str, object]:
+        """How well a conditional generator draws the class it is asked for: per class k, the
+        share of its samples (labels == k) the classifier puts in class k with probability >=
+        `confidence` (samples as in evaluate, any side that is a multiple of 8)."""
+        x = np.clip(digits_8x8(samples), -1.0, 1.0)
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(x):
+            raise ValueError(f"{len(labels)} labels for {len(x)} samples")
+        proba = self.clf.predict_proba(x)
+        hit = (proba.argmax(1) == labels) & (proba.max(1) >= confidence)
+        per_class = [float(hit[labels == k].mean()) if (labels == k).any() else None
+                     for k in range(10)]
+        judged = [a for a in per_class if a is not None]
+        return {"class_accuracy": per_class,
+                "mean_class_accuracy": float(np.mean(judged)),
+                "worst_class_accuracy": float(np.min(judged)),
+                "classes_recognised": int(sum(a >= 0.5 for a in judged))}
+
     def evaluate(self, samples, min_share: float = 0.01, confidence: float = 0.5) -> Dict[str, object]:
         """samples: generated digits in [-1, 1], shape [N, 64] or [N, 1, 8, 8].
 
@@ -164,13 +183,27 @@ class DigitsEvaluator:
         }
 
 
+def digits_8x8(samples) -> np.ndarray:
+    """Digits [N, 1, S, S] (or [N, S * S]), S a multiple of 8, as the classifier's [N, 64]:
+    resized digits (conv models) have their k x k blocks averaged back to 8x8."""
+    x = _points("samples", samples)
+    side = math.isqrt(x.shape[1])
+    if side * side == x.shape[1] and side % 8 == 0 and side > 8:
+        k = side // 8
+        x = x.reshape(len(x), 8, k, 8, k).mean(axis=(2, 4)).reshape(len(x), 64)
+    return x
+
+
 @lru_cache(maxsize=1)
 def _digits_evaluator() -> DigitsEvaluator:
     return DigitsEvaluator()
 
 
-def evaluate(dataset, samples, seed: int = 0, w1_samples: int = 1000) -> Dict[str, object]:
-    """The metrics that fit `dataset` (a wgangp_fast.train.data.Dataset) for model-space `samples`.
+def evaluate(dataset, samples, seed: int = 0, w1_samples: int = 1000,
+             labels=None) -> Dict[str, object]:
+    """The metrics that fit `dataset` (a wgangp_fast.train.data.Dataset) for model-space `samples`
+    (of a conditional run: `labels` are the classes they were drawn for; the digits then also get
+    judge_classes' per-class accuracy).
 
     The exact W1 uses the first `w1_samples` samples (the assignment problem is cubic in the
     count: 1000 points take about a second); `w1_exact_real` is the same statistic between two
@@ -194,12 +227,9 @@ def evaluate(dataset, samples, seed: int = 0, w1_samples: int = 1000) -> Dict[st
         if hasattr(dataset, "centers"):
             out.update(mode_coverage(x, dataset.centers, dataset.std))
     elif name == "digits":
-        side = math.isqrt(x.shape[1])
-        if side * side == x.shape[1] and side % 8 == 0 and side > 8:
-            # resized digits (conv models): average k x k blocks back to the classifier's 8x8
-            k = side // 8
-            x = x.reshape(len(x), 8, k, 8, k).mean(axis=(2, 4)).reshape(len(x), 64)
-        out.update(_digits_evaluator().evaluate(x))
+        out.update(_digits_evaluator().evaluate(digits_8x8(x)))
+        if labels is not None:
+            out.update(_digits_evaluator().judge_classes(x, labels))
     else:
         n = min(len(x), 2500)
         real = _points("real", dataset.reference(n, seed=seed))

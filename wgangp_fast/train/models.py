@@ -186,6 +186,13 @@ class MLPCritic(nn.Module):
         self.net = nn.Sequential(*layers)
         init_normal(self)
 
+    def features(self, x: Tensor) -> Tensor:
+        """[N, hidden_dim]: the activations before the last Linear (a projection critic's)."""
+        return self.net[:-1](x.reshape(x.shape[0], -1))
+
+    def score(self, features: Tensor) -> Tensor:
+        return self.net[-1](features)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.reshape(x.shape[0], -1))
 
@@ -219,6 +226,16 @@ class ConvCritic(nn.Module):
         layers.append(_maybe_sn(nn.Conv2d(c_in, 1, 4, 1, 0), spectral_norm))
         self.net = nn.Sequential(*layers)
         init_normal(self)
+
+    def features(self, x: Tensor) -> Tensor:
+        """[N, C * 16]: the last 4x4 stage's maps, flattened (the final 4x4 convolution is a
+        Linear on them)."""
+        return self.net[:-1](x).flatten(1)
+
+    def score(self, features: Tensor) -> Tensor:
+        head = self.net[-1]
+        c = features.shape[1] // 16
+        return head(features.view(features.shape[0], c, 4, 4)).view(-1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).view(-1, 1)

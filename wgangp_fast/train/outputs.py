@@ -30,9 +30,11 @@ def summarise_history(history: Dict[str, List[float]]) -> Dict[str, float]:
 
 def write_outputs(folder: str, *, dataset: data_mod.Dataset, config: WGANGPConfig,
                   history: Dict[str, List[float]], samples: np.ndarray, grid: np.ndarray,
-                  metrics: Dict[str, Any], step: int) -> None:
+                  metrics: Dict[str, Any], step: int,
+                  grid_rows: List[str] | None = None) -> None:
     """Write every output of a run into `folder` (which exists): `samples` in model space,
-    `grid` the samples of the fixed noise, `metrics` as they go into metrics.json."""
+    `grid` the samples of the fixed noise, `metrics` as they go into metrics.json; `grid_rows`
+    names the grid's rows (a conditional run's classes, one row each)."""
     np.save(os.path.join(folder, "samples.npy"), dataset.decode(samples))
     if isinstance(dataset, data_mod.TabularDataset):
         dataset.write_csv(samples, os.path.join(folder, "samples.csv"))
@@ -48,7 +50,7 @@ def write_outputs(folder: str, *, dataset: data_mod.Dataset, config: WGANGPConfi
     plot_curves(history, os.path.join(folder, "curves.png"),
                 title=f"{config.dataset} / {config.method}")
     plot_samples(dataset, samples, grid, os.path.join(folder, "samples.png"),
-                 title=f"{config.dataset}: step {step}")
+                 title=f"{config.dataset}: step {step}", rows=grid_rows)
 
 
 def _pyplot():
@@ -81,24 +83,43 @@ def plot_curves(history: Dict[str, List[float]], path: str, title: str = "") -> 
     _save(fig, path, title)
 
 
+def image_canvas(imgs: np.ndarray, columns: int) -> np.ndarray:
+    """[N, C, H, W] in [-1, 1] -> one [rows * (H + 1) + 1, columns * (W + 1) + 1, C] picture in
+    [0, 1], white between the images."""
+    imgs = (np.clip(imgs, -1, 1) + 1) / 2
+    c, h, w = imgs.shape[1:]
+    rows = int(math.ceil(len(imgs) / columns))
+    canvas = np.ones((rows * (h + 1) + 1, columns * (w + 1) + 1, c))
+    for i, img in enumerate(imgs):
+        r, q = divmod(i, columns)
+        canvas[1 + r * (h + 1): 1 + r * (h + 1) + h,
+               1 + q * (w + 1): 1 + q * (w + 1) + w] = img.transpose(1, 2, 0)
+    return canvas
+
+
 def plot_samples(dataset: data_mod.Dataset, samples: np.ndarray, grid: np.ndarray, path: str,
-                 title: str = "") -> None:
-    """Images: an 8x8 grid from the fixed noise. 2-D points: generated over real samples.
-    Tables: real vs generated marginals of the first columns."""
+                 title: str = "", rows: List[str] | None = None) -> None:
+    """Images: an 8x8 grid from the fixed noise (with `rows`: one row per named class).
+    2-D points: generated over real samples. Tables: real vs generated marginals of the first
+    columns."""
     plt = _pyplot()
     if dataset.kind == "image":
-        imgs = (np.clip(grid, -1, 1) + 1) / 2
-        n = int(math.ceil(math.sqrt(len(imgs))))
-        c, h, w = imgs.shape[1:]
-        canvas = np.ones((n * (h + 1) + 1, n * (w + 1) + 1, c))
-        for i, img in enumerate(imgs):
-            r, q = divmod(i, n)
-            canvas[1 + r * (h + 1): 1 + r * (h + 1) + h,
-                   1 + q * (w + 1): 1 + q * (w + 1) + w] = img.transpose(1, 2, 0)
-        fig, ax = plt.subplots(figsize=(6, 6))
+        columns = len(grid) // len(rows) if rows else int(math.ceil(math.sqrt(len(grid))))
+        canvas = image_canvas(grid, columns)
+        c, h = grid.shape[1], grid.shape[2]
+        height = 6 if not rows else max(3.0, 6 * canvas.shape[0] / canvas.shape[1])
+        fig, ax = plt.subplots(figsize=(6 + (1.2 if rows else 0), height))
         ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None,
                   vmin=0, vmax=1, interpolation="nearest")
-        ax.axis("off")
+        if rows:
+            ax.set_xticks([])
+            ax.set_yticks([1 + r * (h + 1) + h / 2 for r in range(len(rows))])
+            ax.set_yticklabels(rows, fontsize=8)
+            ax.tick_params(length=0)
+            for side in ax.spines.values():
+                side.set_visible(False)
+        else:
+            ax.axis("off")
     elif isinstance(dataset, data_mod.TabularDataset):
         cols = dataset.spans[:6]
         fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 3), squeeze=False)

@@ -16,6 +16,13 @@ every generator step (ema <- d' ema + (1 - d') weights, d' = min(d, (1 + t) / (1
 updates); samples, pictures and metrics come from it (Yazici et al., 2019): it averages out the
 oscillation of the generator around the equilibrium, which otherwise smears tight modes.
 
+Images and classes: `model` "resnet" is the WGAN-GP paper's ResNet pair (models_resnet), "auto"
+gives images conv models below 32x32 and resnet from 32x32 up. `conditional` trains G(z, label)
+against a projection critic D(x, label) on a labelled dataset (trainer_classes): each critic step
+draws a real batch with its labels and generates the fakes for the same labels, so the penalty
+interpolates samples of one class. Image runs measure FID / KID / IS at the end and every
+`fid_every` steps (trainer_quality, fid).
+
 Scale and precision:
 - `precision` "bf16" / "fp16": the forwards run under torch.autocast; fp16 adds a GradScaler per
   optimiser. A step the scaler skips for overflow does not stop the run; a non-finite forward
@@ -70,6 +77,9 @@ from .models import (
     TabularGenerator,
     init_he,
 )
+from .models_resnet import ResNetCritic, ResNetGenerator
+from .trainer_classes import ConditionalRun
+from .trainer_quality import ImageQualityRun
 
 __all__ = ["NonFiniteLossError", "TrainingInterrupted", "WGANGPTrainer"]
 
@@ -139,7 +149,7 @@ def _stop_on_signals(enabled: bool):
             signal.signal(sig, old)
 
 
-class WGANGPTrainer:
+class WGANGPTrainer(ConditionalRun, ImageQualityRun):
     """Builds the data, models and optimisers of a `WGANGPConfig` and trains them.
 
         trainer = WGANGPTrainer(WGANGPConfig.for_dataset("ring8", steps=2000))
@@ -175,9 +185,15 @@ class WGANGPTrainer:
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
 
+        # one-line remarks on how the data was read (a cache built, grey files converted)
+        self.data_notes: List[str] = []
         self.dataset = dataset if dataset is not None else data_mod.load_dataset(
             cfg.dataset, cfg.data_path, image_size=cfg.image_size, npz_key=cfg.npz_key,
-            categorical=cfg.categorical)
+            categorical=cfg.categorical, label_column=cfg.label_column,
+            image_cache=cfg.image_cache, max_image_pixels=cfg.max_image_pixels,
+            decode_workers=cfg.decode_workers, log=self.data_notes.append)
+        self.data_notes += list(getattr(self.dataset, "notes", ()))
+        self.class_names = self._check_conditional()
         self.model_kind = self._model_kind()
         self.generator, self.critic = self._build_models()
         self._check_batch_norm_batch()
@@ -199,8 +215,14 @@ class WGANGPTrainer:
                                              device=self.device)
         noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.fixed_noise = torch.randn(64, cfg.latent_dim, generator=noise_gen).to(self.device)
+        # FID / KID / IS: the measuring network and real features, built at the first use;
+        # (step, figures) of each measurement during training
+        self._image_quality: Any = None
+        self.fid_history: List[Dict[str, float]] = []
         self.train_iteration = self._build_train_step(scalers, step_options)
 
+        self.notes: List[str] = []
+        self.on_note = None
         self.step = 0
         self.critic_iters = 0
         self.train_seconds = 0.0
@@ -214,43 +236,70 @@ class WGANGPTrainer:
     # -- construction ------------------------------------------------------------------------
 
     def _model_kind(self) -> str:
-        cfg, kind = self.config, self.config.model
+        cfg, kind, ds = self.config, self.config.model, self.dataset
         if kind == "auto":
-            kind = "pac" if (self.dataset.kind == "tabular" or cfg.pac > 1) else "mlp"
-        if kind == "conv":
-            if self.dataset.kind != "image":
-                raise ValueError(f"model 'conv' needs image data, dataset {cfg.dataset!r} is "
-                                 f"{self.dataset.kind}")
-            c, h, w = self.dataset.shape
+            if ds.kind == "tabular" or cfg.pac > 1:
+                kind = "pac"
+            elif ds.kind == "image":
+                c, h, w = ds.shape
+                if h != w or h < 8 or h & (h - 1):
+                    raise ValueError(f"model 'auto' gives images conv (below 32x32) or resnet "
+                                     f"models (from 32x32 up), which need square images with a "
+                                     f"power-of-two side >= 8, got {h}x{w}: pass --image-size "
+                                     f"(e.g. 32), or choose --model mlp")
+                kind = "conv" if h < 32 else "resnet"
+            else:
+                kind = "mlp"
+        if kind in ("conv", "resnet"):
+            if ds.kind != "image":
+                raise ValueError(f"model {kind!r} needs image data, dataset {cfg.dataset!r} is "
+                                 f"{ds.kind}")
+            c, h, w = ds.shape
             if h != w or h < 8 or h & (h - 1):
-                raise ValueError(f"model 'conv' needs square images with a power-of-two side "
+                raise ValueError(f"model {kind!r} needs square images with a power-of-two side "
                                  f">= 8, got {h}x{w}: pass image_size (--image-size 32) to resize")
+        if cfg.critic_norm != "none" and kind != "resnet":
+            raise ValueError(f"critic_norm (--critic-norm) {cfg.critic_norm!r} is the resnet "
+                             f"critic's; model {kind!r} has its own")
+        if cfg.method == "sn" and kind == "resnet":
+            raise ValueError("method 'sn' (spectral norm) works with models 'mlp' and 'conv', "
+                             "not 'resnet'")
         return kind
 
     def _build_models(self) -> Tuple[nn.Module, nn.Module]:
         gen, critic = self._new_models()
-        if self.config.weight_init == "he":
+        # the resnet pair keeps its own init (He's for the convolutions, the paper's)
+        if self.config.weight_init == "he" and self.model_kind != "resnet":
             init_he(gen)
             init_he(critic)
+        if self.class_names is not None:
+            gen, critic = self._conditional_models(gen, critic)
         return gen, critic
 
     def _new_models(self) -> Tuple[nn.Module, nn.Module]:
         cfg, ds = self.config, self.dataset
         sn = cfg.method == "sn"
+        # a conditional generator takes [z, embedding(label)], the embedding z's size
+        latent = cfg.latent_dim * (2 if cfg.conditional else 1)
+        if self.model_kind == "resnet":
+            c, size, _ = ds.shape
+            return (ResNetGenerator(latent, c, size, cfg.resnet_width),
+                    ResNetCritic(c, size, cfg.resnet_width, cfg.critic_norm))
         if self.model_kind == "conv":
             c, size, _ = ds.shape
-            return (ConvGenerator(cfg.latent_dim, c, size, cfg.feature_maps),
+            return (ConvGenerator(latent, c, size, cfg.feature_maps),
                     ConvCritic(c, size, cfg.feature_maps, spectral_norm=sn))
         if ds.kind == "tabular":
-            gen: nn.Module = TabularGenerator(cfg.latent_dim, ds.dim,
+            gen: nn.Module = TabularGenerator(latent, ds.dim,
                                               hidden=(cfg.hidden_dim, cfg.hidden_dim),
                                               categorical_spans=ds.categorical_spans)
         else:
             act = "tanh" if ds.kind == "image" else None
-            gen = MLPGenerator(cfg.latent_dim, cfg.hidden_dim, ds.shape, act,
+            gen = MLPGenerator(latent, cfg.hidden_dim, ds.shape, act,
                                batch_norm=cfg.generator_batchnorm)
         if self.model_kind == "pac":
-            critic: nn.Module = PacCritic(ds.dim, cfg.pac, hidden=(cfg.hidden_dim, cfg.hidden_dim))
+            width = ds.dim + (len(self.class_names) if cfg.conditional else 0)
+            critic: nn.Module = PacCritic(width, cfg.pac, hidden=(cfg.hidden_dim, cfg.hidden_dim))
         else:
             critic = MLPCritic(ds.shape, cfg.hidden_dim, spectral_norm=sn)
         return gen, critic
@@ -305,7 +354,7 @@ class WGANGPTrainer:
         generator_step = steps_mod.GeneratorStep(self.generator_ddp, self.critic,
                                                  self.optimizer_g, mode=cfg.step_mode,
                                                  scaler=scalers[1], autocast=autocast,
-                                                 **options)
+                                                 conditional=cfg.conditional, **options)
         train = steps_mod.TrainStep(critic_step, generator_step, latent_dim=cfg.latent_dim,
                                     n_critic=cfg.n_critic)
         try:
@@ -425,7 +474,12 @@ class WGANGPTrainer:
         c, g = train.critic_step, train.generator_step
         c.calls = self.critic_iters  # lazy regularisation's phase, on resume too
         skipped_before = c.skipped_steps + g.skipped_steps
-        stats = train([self.sampler.next() for _ in range(self.config.n_critic)])
+        if self.class_names is None:
+            stats = train([self.sampler.next() for _ in range(self.config.n_critic)])
+        else:
+            reals, labels = zip(*(self.sampler.next_labelled()
+                                  for _ in range(self.config.n_critic)))
+            stats = train(list(reals), list(labels), self.sampler.next_labels())
         self.critic_iters += self.config.n_critic
         self.amp_skipped_steps += c.skipped_steps + g.skipped_steps - skipped_before
         if stats.critic.penalty is not None:
@@ -516,6 +570,7 @@ class WGANGPTrainer:
                         start = time.perf_counter()
                         record = self.train_step()
                         self.train_seconds += time.perf_counter() - start
+                        self._measure_on_schedule()
                         if ckpt and every and self.step % every == 0 and self.step < total:
                             self.save_checkpoint(ckpt)
                         if bar is not None:
@@ -535,24 +590,36 @@ class WGANGPTrainer:
 
     @torch.no_grad()
     def generate_samples(self, n: int = 64, seed: int | None = None,
-                         noise: Tensor | None = None, ema: bool = True) -> Tensor:
+                         noise: Tensor | None = None, ema: bool = True,
+                         labels: Any = None) -> Tensor:
         """n generated samples in model space, on the CPU, with the generator in eval mode: the
-        averaged generator when ema_decay > 0 (unless ema=False), else the trained one.
+        averaged generator when ema_decay > 0 (unless ema=False), else the trained one. Every
+        sample of the package (pictures, metrics, grids) is drawn here.
 
         With `seed` (or explicit `noise`) the noise comes from its own generator, so calling this
         during training does not change the training run's random stream.
+
+        Conditional runs: `labels` gives each sample's class (an int or a class name for all of
+        them, or n of them: ints, names, a tensor); None draws them at the data's class
+        frequencies (from the seed's generator when `seed` is given). `self.class_names` lists
+        the classes. An unconditional run refuses labels.
         """
+        g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         if noise is None:
-            if seed is None:
+            if g is None:
                 noise = self._noise(n)
             else:
-                g = torch.Generator().manual_seed(int(seed))
                 noise = torch.randn(n, self.config.latent_dim, generator=g).to(self.device)
+        ys = self._sample_labels(len(noise), labels, g)
         model = self.generator_ema if ema and self.generator_ema is not None else self.generator
         was_training = model.training
         model.eval()
         try:
-            chunks = [model(z).float().cpu() for z in noise.split(4096)]
+            if ys is None:
+                chunks = [model(z).float().cpu() for z in noise.split(4096)]
+            else:
+                chunks = [model(z, y).float().cpu()
+                          for z, y in zip(noise.split(4096), ys.split(4096))]
         finally:
             model.train(was_training)
         return torch.cat(chunks)
@@ -566,6 +633,12 @@ class WGANGPTrainer:
     def _check_data_matches(self, state: Dict[str, Any]) -> None:
         cfg = self.config
         source = f"the data ({cfg.data_path})" if cfg.data_path else f"dataset {cfg.dataset!r}"
+        saved = state.get("class_names")
+        if self.class_names is not None and saved is not None and saved != self.class_names:
+            raise ckpt_mod.CheckpointError(
+                f"{source} no longer matches the checkpoint: its classes were {saved} and are "
+                f"now {self.class_names}; resume with the data the run started with, or start "
+                f"a new run on this data without --resume")
         ckpt_mod.check_data_matches(state, self.dataset, source,
                                     {"generator": self.generator, "critic": self.critic})
 
@@ -594,6 +667,8 @@ class WGANGPTrainer:
             "last_gp": float(self._last_gp),
             "amp_skipped_steps": self.amp_skipped_steps,
             "data": ckpt_mod.data_signature(self.dataset),
+            "class_names": self.class_names,
+            "fid_history": [dict(r) for r in self.fid_history],
         }
         if self.generator_ema is not None:
             state["generator_ema"] = self.generator_ema.state_dict()
@@ -626,6 +701,7 @@ class WGANGPTrainer:
         self.history = {k: state["history"][k].tolist() for k in HISTORY_KEYS}
         self._last_gp = torch.tensor(float(state.get("last_gp", 0.0)), device=self.device)
         self.amp_skipped_steps = int(state.get("amp_skipped_steps", 0))
+        self.fid_history = [dict(r) for r in state.get("fid_history") or []]
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
             self.scaler_g.load_state_dict(state["scaler_g"])
@@ -686,17 +762,24 @@ class WGANGPTrainer:
 
     # -- outputs -----------------------------------------------------------------------------
 
-    def evaluate(self, samples: np.ndarray | None = None, ema: bool = True) -> Dict[str, Any]:
+    def evaluate(self, samples: np.ndarray | None = None, ema: bool = True,
+                 labels: np.ndarray | None = None) -> Dict[str, Any]:
         """The dataset's quality metrics (wgangp_fast.train.metrics) on n_eval_samples samples
-        (of the averaged generator when there is one, unless ema=False)."""
+        (of the averaged generator when there is one, unless ema=False); `labels`: the classes
+        a conditional run's samples were drawn for."""
         if samples is None:
-            samples = self.generate_samples(self.config.n_eval_samples,
-                                            seed=self.config.seed + 2, ema=ema).numpy()
-        return metrics_mod.evaluate(self.dataset, samples, seed=self.config.seed)
+            n, seed = self.config.n_eval_samples, self.config.seed + 2
+            labels = self._sample_labels(n, None, torch.Generator().manual_seed(seed))
+            samples = self.generate_samples(n, seed=seed, ema=ema, labels=labels).numpy()
+        if labels is not None:
+            labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)
+        return metrics_mod.evaluate(self.dataset, samples, seed=self.config.seed, labels=labels)
 
     def write_outputs(self, out_dir: str | None = None) -> Dict[str, Any]:
         """samples.npy, samples.png, curves.png, metrics.json, history.csv, config.json (and
-        samples.csv for tables) in out_dir (wgangp_fast.train.outputs). Returns the metrics."""
+        samples.csv for tables) in out_dir (wgangp_fast.train.outputs); conditional runs add
+        samples_labels.npy and, for images, a grid per class in classes/. Image runs measure
+        FID / KID / IS (fid_samples). Returns the metrics."""
         folder = out_dir or self.config.out_dir
         if not folder:
             raise ValueError("write_outputs needs an out_dir")
@@ -705,8 +788,10 @@ class WGANGPTrainer:
         os.makedirs(folder, exist_ok=True)
         cfg = self.config
         n = max(2500, cfg.n_eval_samples)
-        samples = self.generate_samples(n, seed=cfg.seed + 2).numpy()
-        metrics = self.evaluate(samples[: cfg.n_eval_samples])
+        labels = self._sample_labels(n, None, torch.Generator().manual_seed(cfg.seed + 2))
+        samples = self.generate_samples(n, seed=cfg.seed + 2, labels=labels).numpy()
+        metrics = self.evaluate(samples[: cfg.n_eval_samples],
+                                labels=None if labels is None else labels[: cfg.n_eval_samples])
         metrics.update({
             "dataset": cfg.dataset, "model": self.model_kind, "method": cfg.method,
             "steps": self.step, "critic_iters": self.critic_iters,
@@ -725,8 +810,20 @@ class WGANGPTrainer:
         if self.scaler is not None:
             metrics["amp_skipped_steps"] = self.amp_skipped_steps
         metrics.update(outputs_mod.summarise_history(self.history))
-        grid = self.generate_samples(noise=self.fixed_noise).numpy()
+        metrics.update(self.image_quality())
+        if self.fid_history:
+            metrics["fid_history"] = self.fid_history
+        if self.class_names is None:
+            grid = self.generate_samples(noise=self.fixed_noise).numpy()
+            grid_rows = None
+        else:
+            grid, grid_rows = self.class_grid()
+            metrics["classes"] = self.class_names
         outputs_mod.write_outputs(folder, dataset=self.dataset, config=cfg,
                                   history=self.history, samples=samples, grid=grid,
-                                  metrics=metrics, step=self.step)
+                                  metrics=metrics, step=self.step, grid_rows=grid_rows)
+        if self.class_names is not None:
+            from . import class_outputs
+
+            class_outputs.write_class_outputs(self, folder, samples, labels.cpu().numpy())
         return metrics

@@ -1,12 +1,11 @@
-"""Images: scikit-learn's bundled digits, local .npy/.npz image arrays and a local MNIST folder,
-scaled to [-1, 1] in model space."""
+"""Images held as floats: scikit-learn's bundled digits and local .npy/.npz image arrays, scaled
+to [-1, 1] in model space. (Folders of image files: folders.py and cache.py; MNIST, Fashion-MNIST
+and CIFAR-10: standard.py.)"""
 
 from __future__ import annotations
 
-import gzip
 import numbers
 import os
-import struct
 from typing import Tuple
 
 import numpy as np
@@ -14,8 +13,9 @@ import torch
 from torch import Tensor
 
 from .base import TensorDataset
+from .folders import IMAGE_EXTENSIONS
 
-__all__ = ["load_digits", "load_image_array", "load_mnist_folder"]
+__all__ = ["load_digits", "load_image_array"]
 
 
 def _to_unit_range(arr: np.ndarray, low: float, high: float) -> Tensor:
@@ -47,7 +47,7 @@ def load_digits(image_size: int | None = None) -> TensorDataset:
     bunch = _sk_digits()
     images = _to_unit_range(bunch.images, 0.0, 16.0).unsqueeze(1)
     return TensorDataset("digits", _resize(images, image_size, "digits"), "image", 0.0, 16.0,
-                         labels=bunch.target)
+                         labels=bunch.target, class_names=[str(k) for k in range(10)])
 
 
 def _array_images(arr: np.ndarray, path: str) -> Tuple[np.ndarray, float, float]:
@@ -94,7 +94,10 @@ def load_image_array(path: str, key: str | None = None,
     a key with a .npy file is an error (it holds one unnamed array).
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file not found: {path}")
+        raise FileNotFoundError(f"image array not found: {path}")
+    if path.lower().endswith(IMAGE_EXTENSIONS):
+        raise ValueError(f"{path} is one image file; --images takes a folder of images (put it "
+                         f"in a folder, with the others) or a .npy/.npz array")
     try:
         loaded = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -123,46 +126,3 @@ def load_image_array(path: str, key: str | None = None,
     arr, low, high = _array_images(arr, path)
     images = _resize(_to_unit_range(arr, low, high), image_size, path)
     return TensorDataset(os.path.basename(path), images, "image", low, high)
-
-
-_MNIST_NAMES = ("train-images-idx3-ubyte", "train-images.idx3-ubyte")
-
-
-def _read_idx_images(path: str) -> np.ndarray:
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read ({exc})") from None
-    if len(raw) < 16:
-        raise ValueError(f"{path}: too short for an IDX image file ({len(raw)} bytes)")
-    magic, n, rows, cols = struct.unpack(">IIII", raw[:16])
-    if magic != 2051:
-        raise ValueError(f"{path}: not an IDX image file (magic number {magic}, expected 2051)")
-    if len(raw) != 16 + n * rows * cols:
-        raise ValueError(f"{path}: truncated: header says {n} images of {rows}x{cols} "
-                         f"({16 + n * rows * cols} bytes), file has {len(raw)} bytes")
-    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols)
-
-
-def load_mnist_folder(folder: str, image_size: int | None = None) -> TensorDataset:
-    """MNIST training images from a local folder holding `train-images-idx3-ubyte[.gz]` (also
-    looked for in MNIST/raw/ and raw/, torchvision's layout), scaled to [-1, 1]."""
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"MNIST folder not found: {folder}")
-    tried = []
-    for sub in ("", "raw", os.path.join("MNIST", "raw")):
-        for name in _MNIST_NAMES:
-            for suffix in ("", ".gz"):
-                candidate = os.path.join(folder, sub, name + suffix)
-                tried.append(candidate)
-                if os.path.isfile(candidate):
-                    arr = _read_idx_images(candidate)
-                    images = _resize(_to_unit_range(arr, 0.0, 255.0).unsqueeze(1), image_size,
-                                     candidate)
-                    return TensorDataset("mnist", images, "image", 0.0, 255.0)
-    raise FileNotFoundError(f"{folder}: no MNIST training images found (looked for "
-                            f"{_MNIST_NAMES[0]}[.gz] in {folder}, raw/ and MNIST/raw/)")
-
-
