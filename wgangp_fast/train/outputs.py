@@ -1,9 +1,15 @@
 """What a run writes besides its checkpoint: samples.npy (and samples.csv for tables),
-metrics.json, config.json, history.csv and the pictures curves.png and samples.png."""
+metrics.json, config.json, history.csv and the pictures curves.png and samples.png; and the
+pictures of its samples in the data's own units (image grids, point clouds over the real data,
+a table's column histograms), which the sample grids of a live run and `wgangp-fast sample`
+draw too.
+
+Samples in the data's own format: images as uint8 pixels [N, H, W, C] (0..255, the run's value
+range mapped onto it), tables as CSV rows with the columns' names and types, points as they are.
+"""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -12,9 +18,11 @@ from typing import Any, Dict, List
 import numpy as np
 
 from . import data as data_mod
-from .config import HISTORY_KEYS, WGANGPConfig
+from .config import WGANGPConfig
+from .logs import write_history
 
-__all__ = ["plot_curves", "plot_samples", "summarise_history", "write_outputs"]
+__all__ = ["image_bytes", "plot_curves", "plot_samples", "save_image_grid", "summarise_history",
+           "write_outputs"]
 
 
 def summarise_history(history: Dict[str, List[float]]) -> Dict[str, float]:
@@ -28,27 +36,35 @@ def summarise_history(history: Dict[str, List[float]]) -> Dict[str, float]:
     return summary
 
 
-def write_outputs(folder: str, *, dataset: data_mod.Dataset, config: WGANGPConfig,
+def image_bytes(x: np.ndarray) -> np.ndarray:
+    """Images in model space ([N, C, H, W] in [-1, 1]) -> uint8 pixels [N, H, W, C]."""
+    x = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)
+    return np.rint((x + 1.0) * 127.5).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def write_outputs(folder: str, *, dataset: data_mod.Dataset, config: Dict[str, Any] | WGANGPConfig,
                   history: Dict[str, List[float]], samples: np.ndarray, grid: np.ndarray,
                   metrics: Dict[str, Any], step: int) -> None:
     """Write every output of a run into `folder` (which exists): `samples` in model space,
-    `grid` the samples of the fixed noise, `metrics` as they go into metrics.json."""
-    np.save(os.path.join(folder, "samples.npy"), dataset.decode(samples))
-    if isinstance(dataset, data_mod.TabularDataset):
-        dataset.write_csv(samples, os.path.join(folder, "samples.csv"))
+    `grid` the samples of the fixed noise, `metrics` as they go into metrics.json, `config` the
+    run's settings (a dict, or a WGANGPConfig)."""
+    if isinstance(config, WGANGPConfig):
+        config = config.to_dict()
+    if dataset.kind == "image":
+        np.save(os.path.join(folder, "samples.npy"), image_bytes(samples))
+    else:
+        np.save(os.path.join(folder, "samples.npy"), dataset.decode(samples))
+    if data_mod.is_table(dataset):
+        dataset.codec.write_csv(samples, os.path.join(folder, "samples.csv"))
     with open(os.path.join(folder, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(config.to_dict(), f, indent=2)
-    with open(os.path.join(folder, "history.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(("step",) + HISTORY_KEYS)
-        for i, row in enumerate(zip(*(history[k] for k in HISTORY_KEYS)), start=1):
-            writer.writerow((i,) + tuple(f"{v:.6g}" for v in row))
+        json.dump(config, f, indent=2)
+    write_history(os.path.join(folder, "history.csv"), history)
     plot_curves(history, os.path.join(folder, "curves.png"),
-                title=f"{config.dataset} / {config.method}")
-    plot_samples(dataset, samples, grid, os.path.join(folder, "samples.png"),
-                 title=f"{config.dataset}: step {step}")
+                title=f"{config['dataset']} / {config['method']}")
+    plot_samples(dataset, samples if dataset.kind != "image" else grid,
+                 os.path.join(folder, "samples.png"), title=f"{config['dataset']}: step {step}")
 
 
 def _pyplot():
@@ -81,53 +97,116 @@ def plot_curves(history: Dict[str, List[float]], path: str, title: str = "") -> 
     _save(fig, path, title)
 
 
-def plot_samples(dataset: data_mod.Dataset, samples: np.ndarray, grid: np.ndarray, path: str,
-                 title: str = "") -> None:
-    """Images: an 8x8 grid from the fixed noise. 2-D points: generated over real samples.
-    Tables: real vs generated marginals of the first columns."""
-    plt = _pyplot()
+def save_image_grid(images: np.ndarray, path: str, nrow: int = 8) -> None:
+    """Images in model space ([N, C, H, W] in [-1, 1]) as one PNG grid, nrow to a row:
+    torchvision's make_grid / save_image where torchvision is installed, else the same layout
+    (2-pixel gaps) written by matplotlib."""
+    images = np.clip(np.asarray(images, dtype=np.float32), -1.0, 1.0)
+    try:
+        import torch
+        import torchvision.utils as tvu
+    except ImportError:
+        tvu = None
+    if tvu is not None:
+        tvu.save_image(torch.from_numpy(images), path, nrow=nrow, normalize=True,
+                       value_range=(-1, 1))
+        return
+    n, c, h, w = images.shape
+    cols = min(nrow, n)
+    rows = int(math.ceil(n / cols))
+    pad = 2
+    canvas = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), dtype=np.float32)
+    pixels = (images + 1.0) / 2.0
+    if c == 1:
+        pixels = np.repeat(pixels, 3, axis=1)
+    for i, img in enumerate(pixels[:, :3]):
+        r, q = divmod(i, cols)
+        canvas[pad + r * (h + pad): pad + r * (h + pad) + h,
+               pad + q * (w + pad): pad + q * (w + pad) + w] = img.transpose(1, 2, 0)
+    _pyplot().imsave(path, canvas)
+
+
+def plot_samples(dataset: data_mod.Dataset, generated: np.ndarray | None, path: str,
+                 title: str = "", real: bool = True) -> None:
+    """A picture of model-space samples in the data's own units. Images: an 8x8 grid (with
+    `generated` None: of real images). 2-D points: generated over real samples. Tables: real and
+    generated histograms (numeric columns, in the column's units) and category shares of the
+    first six columns. `real` False leaves the real data out (a run rebuilt from its checkpoint
+    has none)."""
     if dataset.kind == "image":
-        imgs = (np.clip(grid, -1, 1) + 1) / 2
-        n = int(math.ceil(math.sqrt(len(imgs))))
-        c, h, w = imgs.shape[1:]
-        canvas = np.ones((n * (h + 1) + 1, n * (w + 1) + 1, c))
-        for i, img in enumerate(imgs):
-            r, q = divmod(i, n)
-            canvas[1 + r * (h + 1): 1 + r * (h + 1) + h,
-                   1 + q * (w + 1): 1 + q * (w + 1) + w] = img.transpose(1, 2, 0)
-        fig, ax = plt.subplots(figsize=(6, 6))
-        ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None,
-                  vmin=0, vmax=1, interpolation="nearest")
-        ax.axis("off")
-    elif isinstance(dataset, data_mod.TabularDataset):
-        cols = dataset.spans[:6]
-        fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 3), squeeze=False)
-        real = dataset.data.numpy()
-        for ax, (col, a, b) in zip(axes[0], cols):
-            if col in dataset.categories:
-                idx = np.arange(b - a)
-                ax.bar(idx - 0.2, real[:, a:b].mean(0), 0.4, label="real")
-                ax.bar(idx + 0.2, np.bincount(samples[:, a:b].argmax(1), minlength=b - a)
-                       / len(samples), 0.4, label="generated")
-                ax.set_xticks(idx)
-                ax.set_xticklabels(dataset.categories[col], rotation=45, fontsize=7)
-            else:
-                ax.hist(real[:, a], bins=40, density=True, alpha=0.5, label="real")
-                ax.hist(samples[:, a], bins=40, density=True, alpha=0.5, label="generated")
-            ax.set_title(col, fontsize=9)
-        axes[0][0].legend(fontsize=7)
+        if generated is None:
+            generated = dataset.reference(64, seed=1)[:64]
+        _plot_image_grid(generated[:64], path, title)
+    elif data_mod.is_table(dataset):
+        _plot_table(dataset, generated, path, title, real)
     else:
-        x = samples.reshape(len(samples), -1)
-        real = dataset.reference(len(x), seed=1).reshape(len(x), -1)
-        fig, ax = plt.subplots(figsize=(5.5, 5.5))
-        ax.scatter(real[:, 0], real[:, 1], s=3, c="0.6", alpha=0.5, label="real")
+        _plot_points(dataset, generated, path, title, real)
+
+
+def _plot_image_grid(images: np.ndarray, path: str, title: str) -> None:
+    plt = _pyplot()
+    imgs = (np.clip(images, -1, 1) + 1) / 2
+    n = int(math.ceil(math.sqrt(len(imgs))))
+    c, h, w = imgs.shape[1:]
+    canvas = np.ones((n * (h + 1) + 1, n * (w + 1) + 1, c))
+    for i, img in enumerate(imgs):
+        r, q = divmod(i, n)
+        canvas[1 + r * (h + 1): 1 + r * (h + 1) + h,
+               1 + q * (w + 1): 1 + q * (w + 1) + w] = img.transpose(1, 2, 0)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None,
+              vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    _save(fig, path, title)
+
+
+def _plot_points(dataset, generated, path: str, title: str, real: bool) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    n = len(generated) if generated is not None else 1000
+    if real:
+        ref = dataset.reference(n, seed=1).reshape(n, -1)
+        ax.scatter(ref[:, 0], ref[:, 1], s=3, c="0.6", alpha=0.5, label="real")
+    if generated is not None:
+        x = dataset.decode(generated).reshape(len(generated), -1)
         ax.scatter(x[:, 0], x[:, 1], s=3, c="tab:red", alpha=0.5, label="generated")
-        if hasattr(dataset, "centers"):
-            ax.scatter(dataset.centers[:, 0], dataset.centers[:, 1], marker="x", c="k", s=30,
-                       label="mode centres")
-        ax.set_aspect("equal")
-        ax.legend(loc="upper right", fontsize=8, markerscale=3)
-        ax.grid(True, alpha=0.3)
+    if hasattr(dataset, "centers"):
+        ax.scatter(dataset.centers[:, 0], dataset.centers[:, 1], marker="x", c="k", s=30,
+                   label="mode centres")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=8, markerscale=3)
+    ax.grid(True, alpha=0.3)
+    _save(fig, path, title)
+
+
+def _plot_table(dataset, generated, path: str, title: str, real: bool) -> None:
+    plt = _pyplot()
+    codec = dataset.codec
+    cols = codec.columns[:6]
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 3), squeeze=False)
+    raw = getattr(dataset, "raw", {}) if real else {}
+    fake = codec.decode(generated) if generated is not None else {}
+    for ax, col in zip(axes[0], cols):
+        shown = [(label, values[col.name]) for label, values in (("real", raw), ("generated", fake))
+                 if col.name in values]
+        if hasattr(col, "categories"):
+            idx = np.arange(len(col.categories))
+            width = 0.8 / max(len(shown), 1)
+            for i, (label, values) in enumerate(shown):
+                index = {c: j for j, c in enumerate(col.categories)}
+                counts = np.bincount([index[v] for v in values], minlength=len(idx))
+                ax.bar(idx + (i - (len(shown) - 1) / 2) * width, counts / len(values), width,
+                       label=label)
+            ax.set_xticks(idx)
+            ax.set_xticklabels(col.categories, rotation=45, fontsize=7)
+        else:
+            both = np.concatenate([np.asarray(v, dtype=np.float64) for _, v in shown]) \
+                if shown else np.zeros(1)
+            edges = np.histogram_bin_edges(both, bins=40)
+            for label, values in shown:
+                ax.hist(values, bins=edges, density=True, alpha=0.5, label=label)
+        ax.set_title(col.name, fontsize=9)
+    axes[0][0].legend(fontsize=7)
     _save(fig, path, title)
 
 
