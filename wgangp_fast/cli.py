@@ -274,9 +274,7 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         WGANGPTrainer,
         lock_output_folder,
     )
-    from .train.config import RESUMABLE
-
-    from .train.config import check_used
+    from .train.config import RESUMABLE, check_used
     from .train.logs import missing_tensorboard
 
     if args.threads:

@@ -20,7 +20,7 @@ from typing import Dict, List, Sequence, Tuple
 from .config import HISTORY_KEYS
 
 __all__ = ["HISTORY_NAME", "SAMPLES_DIR", "TENSORBOARD_DIR", "RunLog", "missing_tensorboard",
-           "snapshot_path", "write_history"]
+           "snapshot_path", "write_history", "write_sample_grid"]
 
 HISTORY_NAME = "history.csv"
 TENSORBOARD_DIR = "tensorboard"
@@ -60,6 +60,30 @@ def snapshot_path(folder: str, step: int | None) -> str:
     return os.path.join(folder, SAMPLES_DIR, name)
 
 
+def write_sample_grid(folder: str, dataset, samples, step: int, name: str,
+                      log: RunLog | None = None) -> str | None:
+    """Model-space `samples` (of fixed latents) as folder/samples/step_{step}.png: an image grid
+    (torchvision's where installed), else generated points over the real ones, or the table's
+    column histograms beside the real ones; with samples None the real data's picture,
+    folder/samples/real.png, written once (None where it is there already). Into `log`'s
+    TensorBoard too. Returns the path written."""
+    from . import outputs
+
+    path = snapshot_path(folder, None if samples is None else step)
+    if samples is None and os.path.exists(path):
+        return None
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if dataset.kind == "image":
+        images = samples if samples is not None else dataset.reference(64, seed=1)[:64]
+        outputs.save_image_grid(images, path)
+    else:
+        title = f"{name}: real data" if samples is None else f"{name}: step {step}"
+        outputs.plot_samples(dataset, samples, path, title=title)
+    if log is not None:
+        log.image("real" if samples is None else "samples", path, step)
+    return path
+
+
 class RunLog:
     """The live logs of a run in `folder`. history.csv starts as the run's history so far (a
     resumed run's checkpoint history: rows a killed run logged after its last checkpoint are
@@ -82,11 +106,19 @@ class RunLog:
                                      purge_step=step + 1 if step else None)
 
     def append(self, rows: Sequence[Tuple[int, Dict[str, float]]]) -> None:
-        """(step, record) rows: written to history.csv and TensorBoard, then flushed. A write
-        that fails (a full disk) ends the live logs with a warning, not the run: the checkpoint
-        and the outputs at the end hold the whole history."""
+        """(step, record) rows: into TensorBoard, then history.csv, each flushed, in that order
+        (a row in history.csv is in TensorBoard too). A write that fails (a full disk) ends the
+        live logs with a warning, not the run: the checkpoint and the outputs at the end hold
+        the whole history."""
         if not rows or self._file.closed:
             return
+        if self._tb is not None:
+            for step, record in rows:
+                for key in HISTORY_KEYS:
+                    value = record[key]
+                    if math.isfinite(value):
+                        self._tb.add_scalar(TAGS[key], value, step)
+            self._tb.flush()
         try:
             for step, record in rows:
                 self._csv.writerow(_row(step, record))
@@ -96,14 +128,6 @@ class RunLog:
                           f"live logs stop here, the checkpoint keeps the history",
                           RuntimeWarning, stacklevel=2)
             self.close()
-            return
-        if self._tb is not None:
-            for step, record in rows:
-                for key in HISTORY_KEYS:
-                    value = record[key]
-                    if math.isfinite(value):
-                        self._tb.add_scalar(TAGS[key], value, step)
-            self._tb.flush()
 
     def image(self, tag: str, path: str, step: int) -> None:
         """The picture at `path` (a PNG just written) into TensorBoard under `tag`."""

@@ -56,7 +56,7 @@ from .. import backends
 from .. import steps as steps_mod
 from . import checkpoint as ckpt_mod
 from . import data as data_mod
-from . import distributed
+from . import distributed, schedule
 from . import logs as logs_mod
 from . import metrics as metrics_mod
 from . import outputs as outputs_mod
@@ -172,6 +172,9 @@ class WGANGPTrainer:
                             for _ in range(2))
         self.amp_skipped_steps = 0
 
+        if cfg.tensorboard and logs_mod.missing_tensorboard():
+            raise ValueError(logs_mod.missing_tensorboard())
+
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
@@ -218,7 +221,7 @@ class WGANGPTrainer:
         self._log: logs_mod.RunLog | None = None
         # the linear decay's current segment (start step, lr factor there): it falls to 0 at
         # the horizon (config.decay_horizon()); a resume that moves the horizon starts a new one
-        self._lr_segment: Tuple[int, float] = (0, 1.0)
+        self._lr_segment: Tuple[int, float] = schedule.FIRST_SEGMENT
         # (real path, step) of the checkpoint on disk that holds this exact state, if any
         self._saved_at: Tuple[str, int] | None = None
 
@@ -256,7 +259,8 @@ class WGANGPTrainer:
             gen: nn.Module = TabularGenerator(cfg.latent_dim, ds.dim,
                                               hidden=(cfg.hidden_dim, cfg.hidden_dim),
                                               categorical_spans=ds.categorical_spans,
-                                              tanh_columns=getattr(ds, "tanh_columns", ()))
+                                              tanh_columns=getattr(ds, "tanh_columns", ()),
+                                              tanh_scale=getattr(ds, "tanh_scale", 1.0))
         else:
             act = "tanh" if ds.kind == "image" else None
             gen = MLPGenerator(cfg.latent_dim, cfg.hidden_dim, ds.shape, act,
@@ -410,17 +414,10 @@ class WGANGPTrainer:
                 avg.copy_(cur)
 
     def decay_factor(self, step: int) -> float:
-        """lr_decay "linear": the learning rate's factor at `step`, falling linearly to 0 at the
-        horizon (lr_decay_steps, default steps), as Gulrajani et al. decay it for CIFAR-10: 1 -
-        step / horizon, or, after a resume that moved the horizon, from the factor of the
-        segment's start to 0. 1 without a decay."""
+        """lr_decay "linear": the learning rate's factor at `step` (wgangp_fast.train.schedule);
+        1 without a decay."""
         horizon = self.config.decay_horizon()
-        if horizon is None:
-            return 1.0
-        start, factor = self._lr_segment
-        if start == 0 and factor == 1.0:
-            return max(0.0, 1.0 - step / max(horizon, 1))
-        return factor * max(0.0, (horizon - step) / (horizon - start))
+        return 1.0 if horizon is None else schedule.decay_factor(step, horizon, self._lr_segment)
 
     def learning_rates(self, step: int | None = None) -> Tuple[float, float]:
         """(generator, critic) learning rates at `step` (default: the next step). lr_warmup K:
@@ -629,31 +626,14 @@ class WGANGPTrainer:
     def write_sample_grid(self, folder: str | None = None, *, real: bool = False) -> str | None:
         """The samples of the fixed latents (grid_noise) as a picture in the data's units,
         folder/samples/step_000500.png (the current step), or with `real` one of the real data,
-        folder/samples/real.png (written once: kept if there). Also into TensorBoard while
+        folder/samples/real.png (written once: kept if there); also into TensorBoard while
         train() logs to it. Returns the path (None where nothing was written)."""
         folder = folder or self.config.out_dir
         if not folder or not self.is_main_process:
             return None
-        path = logs_mod.snapshot_path(folder, None if real else self.step)
-        if real and os.path.exists(path):
-            return None
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        name = self.config.dataset
-        if real:
-            samples = None
-            title = f"{name}: real data"
-        else:
-            samples = self.generate_samples(noise=self.grid_noise()).numpy()
-            title = f"{name}: step {self.step}"
-        if self.dataset.kind == "image":
-            images = samples if samples is not None else self.dataset.reference(64, seed=1)[:64]
-            outputs_mod.save_image_grid(images, path)
-        else:
-            outputs_mod.plot_samples(self.dataset, samples, path, title=title,
-                                     real=True)
-        if self._log is not None:
-            self._log.image("real" if real else "samples", path, self.step)
-        return path
+        samples = None if real else self.generate_samples(noise=self.grid_noise()).numpy()
+        return logs_mod.write_sample_grid(folder, self.dataset, samples, self.step,
+                                          self.config.dataset, self._log)
 
     @torch.no_grad()
     def generate_samples(self, n: int = 64, seed: int | None = None,
@@ -816,7 +796,14 @@ class WGANGPTrainer:
             # written before the horizon was recorded: it was the run's steps
             saved = dataclasses.replace(saved, lr_decay_steps=saved.steps)
         cfg = dataclasses.replace(saved, **{k: v for k, v in overrides.items() if v is not None})
-        segment = cls._replanned_segment(state, saved, cfg, path)
+        segment = None
+        if saved.lr_decay == "linear" and cfg.lr_decay_steps != saved.lr_decay_steps:
+            # the horizon moves: the rest of the decay is stretched to it, from the current rate
+            saved_segment = state.get("lr_schedule") or {}
+            segment = schedule.replan(
+                int(state["step"]), saved.lr_decay_steps,
+                (int(saved_segment.get("start", 0)), float(saved_segment.get("factor", 1.0))),
+                cfg.lr_decay_steps)
         if dataset is None and cfg.dataset == "csv" and "table" in (state.get("data") or {}):
             # encoded as the run started: its codec, not a new fit of the file
             try:
@@ -834,29 +821,6 @@ class WGANGPTrainer:
             trainer._lr_segment = segment
         trainer._saved_at = (os.path.realpath(path), trainer.step)
         return trainer
-
-    @staticmethod
-    def _replanned_segment(state: Dict[str, Any], saved: WGANGPConfig, cfg: WGANGPConfig,
-                           path: str) -> Tuple[int, float] | None:
-        """A resume that moves the decay's horizon (lr_decay_steps) continues from the learning
-        rate of the last step taken (its factor under the saved schedule) down to 0 at the new
-        horizon: (that step, that factor); None where the horizon is unchanged."""
-        if cfg.lr_decay_steps == saved.lr_decay_steps or saved.lr_decay != "linear":
-            return None
-        step = int(state["step"])
-        anchor = max(step - 1, 0)
-        if cfg.lr_decay_steps <= anchor:
-            raise ValueError(f"lr_decay_steps {cfg.lr_decay_steps} (--lr-decay-steps) must be "
-                             f"after step {anchor}, the last step {path} took")
-        schedule = state.get("lr_schedule") or {}
-        start = int(schedule.get("start", 0))
-        factor = float(schedule.get("factor", 1.0))
-        horizon = saved.lr_decay_steps
-        if start == 0 and factor == 1.0:
-            at_anchor = max(0.0, 1.0 - anchor / max(horizon, 1))
-        else:
-            at_anchor = factor * max(0.0, (horizon - anchor) / (horizon - start))
-        return anchor, at_anchor
 
     def config_dict(self) -> Dict[str, Any]:
         """The run's settings as config.json and the checkpoint hold them: the config, with the

@@ -55,6 +55,10 @@ class StoredDataset(Dataset):
     def tanh_columns(self) -> List[int]:
         return self.codec.tanh_columns if self.codec else []
 
+    @property
+    def tanh_scale(self) -> float:
+        return self.codec.tanh_scale if self.codec else 1.0
+
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         raise RuntimeError(f"dataset {self.name!r} was rebuilt from a checkpoint to decode "
                            f"samples; it holds no data to train on")
