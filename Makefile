@@ -19,7 +19,7 @@ $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip setuptools wheel
 	$(BIN)/pip install "$(TORCH_SPEC)"
-	$(BIN)/pip install ninja pytest pytest-benchmark scipy scikit-learn matplotlib tqdm psutil ctgan ruff
+	$(BIN)/pip install ninja pytest pytest-benchmark scipy scikit-learn matplotlib tqdm psutil ctgan ruff tensorboard
 	touch $@
 
 $(BIN)/.built: $(BIN)/.deps $(SOURCES)

@@ -106,7 +106,7 @@ def _git_commit() -> str:
 
 
 def report(rows: List[Dict[str, Any]], real: Dict[str, np.ndarray], args, extra, seconds: float,
-           device: str, date: str) -> str:
+           device: str, date: str, load: Sequence[float]) -> str:
     import torch
 
     qr = np.percentile(real["income"], QUANTILES)
@@ -124,7 +124,9 @@ def report(rows: List[Dict[str, Any]], real: Dict[str, np.ndarray], args, extra,
         "- target (issue 32): income's generated min > 0 and its 5th, 50th and 95th percentiles "
         "within 20% of the real ones, at every seed",
         f"- machine: {device} ({platform.processor() or platform.machine()}), "
-        f"{args.jobs} run(s) at once, 1 thread each; torch {torch.__version__}, Python "
+        f"{args.jobs} run(s) at once, 1 thread each, load average {load[0]:.2f} at the start, "
+        f"{load[1]:.2f} at the end (training times of a shared machine are inflated; the "
+        f"quality figures do not depend on load); torch {torch.__version__}, Python "
         f"{platform.python_version()}, wgangp_fast at {_git_commit()}; {seconds:.0f} s in all",
         "",
         "| transform | seed | income min | p5 (err) | p50 (err) | p95 (err) | hours worst q err "
@@ -173,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = runs / "table.csv"
     real = write_table(table)
     start = time.perf_counter()
+    load = [os.getloadavg()[0]]
     jobs = [(seed, t) for t in args.transforms for seed in args.seeds]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(run_one, table, real, runs / f"{t}-seed{seed}", seed, t, extra)
@@ -180,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = [f.result() for f in futures]
     device = f"cpu-{os.cpu_count()}cores"
     date = datetime.date.today().strftime("%Y-%m-%d")
-    text = report(rows, real, args, extra, time.perf_counter() - start, device, date)
+    load.append(os.getloadavg()[0])
+    text = report(rows, real, args, extra, time.perf_counter() - start, device, date, load)
     stem = "table-quality" + (f"-{args.label}" if args.label else "")
     name = f"{stem}-{device}-{date.replace('-', '')}"
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -235,6 +235,23 @@ def test_sample_every_writes_grids_from_fixed_latents_and_a_real_grid_once(tmp_p
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("dataset", ["ring8", "csv"])
+def test_sample_grids_leave_the_training_run_alone(tmp_path, dataset):
+    extra = {}
+    if dataset == "csv":
+        (tmp_path / "t.csv").write_text(TABLE)
+        extra["data_path"] = str(tmp_path / "t.csv")
+    plain = WGANGPTrainer(small(dataset, steps=4, out_dir=str(tmp_path / "a"), **extra))
+    plain.train()
+    watched = WGANGPTrainer(small(dataset, steps=4, out_dir=str(tmp_path / "b"),
+                                  sample_every=1, **extra))
+    watched.train()
+    assert watched.history == plain.history
+    a = watched.write_sample_grid(str(tmp_path / "c"))
+    b = watched.write_sample_grid(str(tmp_path / "d"))
+    assert open(a, "rb").read() == open(b, "rb").read()
+
+
 def test_image_grids_without_torchvision_use_matplotlib(tmp_path, monkeypatch):
     import builtins
 

@@ -36,9 +36,11 @@ def _run(tmp_path, dataset, **kw):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("runs")
-    return {name: _run(root, name)[1] for name in ("ring8", "digits", "csv")}
+    yield {name: _run(root, name)[1] for name in ("ring8", "digits", "csv")}
+    torch.set_num_threads(before)
 
 
 def test_points_npy_seeded_batched_and_the_same_as_the_python_call(runs, tmp_path, capsys):

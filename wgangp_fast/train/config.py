@@ -351,6 +351,8 @@ def flag_name(name: str) -> str:
     flag = _FIELDS[name].metadata.get("flag") if name in _FIELDS else None
     if flag is not None and flag.names:
         return flag.names[0]
+    if flag is not None and flag.switch == "on/off":
+        return "--[no-]" + name.replace("_", "-")
     return "--" + name.replace("_", "-")
 
 

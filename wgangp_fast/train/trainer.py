@@ -603,7 +603,6 @@ class WGANGPTrainer:
                         if stop["signum"] is not None:
                             self._checkpoint_if_new(ckpt)
                             raise TrainingInterrupted(self.step, stop["signum"], ckpt)
-                self.flush_logs()  # steps a train(steps) beyond config.steps left unread
             finally:
                 if bar is not None:
                     bar.close()
@@ -631,7 +630,14 @@ class WGANGPTrainer:
         folder = folder or self.config.out_dir
         if not folder or not self.is_main_process:
             return None
-        samples = None if real else self.generate_samples(noise=self.grid_noise()).numpy()
+        samples = None
+        if not real:
+            # a table's categories are drawn (Gumbel softmax): from a stream of their own, so
+            # that a grid neither changes the training run nor differs between two calls
+            cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(self.config.seed + 3)
+                samples = self.generate_samples(noise=self.grid_noise()).numpy()
         return logs_mod.write_sample_grid(folder, self.dataset, samples, self.step,
                                           self.config.dataset, self._log)
 
@@ -731,8 +737,8 @@ class WGANGPTrainer:
         self.history = {k: state["history"][k].tolist() if k in state["history"]
                         else [float("nan")] * self.step for k in HISTORY_KEYS}
         self._pending = []
-        schedule = state.get("lr_schedule") or {}
-        self._lr_segment = (int(schedule.get("start", 0)), float(schedule.get("factor", 1.0)))
+        plan = state.get("lr_schedule") or {}
+        self._lr_segment = (int(plan.get("start", 0)), float(plan.get("factor", 1.0)))
         self._last_gp = torch.tensor(float(state.get("last_gp", 0.0)), device=self.device)
         self._last_norm = torch.tensor(float(state.get("last_norm", float("nan"))),
                                        device=self.device)
