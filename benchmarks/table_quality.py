@@ -82,8 +82,10 @@ def run_one(table: Path, real: Dict[str, np.ndarray], out: Path, seed: int, tran
     fake = _read_samples(out / "samples.csv")
     metrics = json.loads((out / "metrics.json").read_text())
     income = _errors(real["income"], fake["income"])
+    config = json.loads((out / "config.json").read_text())
     row = {
-        "seed": seed, "transform": transform,
+        "seed": seed, "transform": transform, "steps": config["steps"],
+        "batch_size": config["batch_size"], "pac": config["pac"],
         "income_min": float(fake["income"].min()),
         **{f"income_p{q}": float(np.percentile(fake["income"], q)) for q in QUANTILES},
         **{f"income_p{q}_error": e for q, e in zip(QUANTILES, income)},
@@ -116,8 +118,10 @@ def report(rows: List[Dict[str, Any]], real: Dict[str, np.ndarray], args, extra,
         f"Command: `python benchmarks/table_quality.py {shlex.join(sys.argv[1:])}`",
         "",
         "- each run: `python -m wgangp_fast train --data table.csv --seed N --table-transform T "
-        f"--threads 1 --out DIR{(' ' + shlex.join(extra)) if extra else ''}` (the csv preset: "
-        "1000 steps, batch 500, pac 10); figures from the run's 2500-row samples.csv",
+        f"--threads 1 --out DIR{(' ' + shlex.join(extra)) if extra else ''}` (the csv preset"
+        f"{' and these flags' if extra else ''}: {rows[0]['steps']} steps, batch "
+        f"{rows[0]['batch_size']}, pac {rows[0]['pac']}); figures from each run's 2500-row "
+        "samples.csv",
         f"- the table: {ROWS} rows (seed {DATA_SEED}); income = exp(N(10.5, 0.7)), real min "
         f"{real['income'].min():.0f}, percentiles 5/50/95 = {qr[0]:.0f} / {qr[1]:.0f} / "
         f"{qr[2]:.0f}; hours two bumps (20 and 40); age integers 18-80; city 3 categories",

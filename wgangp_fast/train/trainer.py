@@ -28,6 +28,11 @@ Scale and precision:
   every step mode; each rank draws its own data and noise, `batch_size` is per process, logged
   losses are the mean over ranks, and only rank 0 writes files.
 
+Logged values (losses, penalty, gradient norm, learning rates) stay on the device and are read
+once per `log_every` steps (flush_logs), and before every checkpoint: a non-finite loss stops the
+run at that read, and no checkpoint is written past it. With an output folder they go to
+history.csv and TensorBoard as they are read (wgangp_fast.train.logs).
+
 Checkpoints (wgangp_fast.train.checkpoint) hold everything needed to resume bit for bit: both
 models, both optimisers, the RNG states, the data sampler and the step counters; a non-finite
 state is never saved. A run with an output folder locks it, checks it for space, writes the
@@ -787,7 +792,10 @@ class WGANGPTrainer:
                         **overrides: Any) -> WGANGPTrainer:
         """A trainer in exactly the state saved at `path`. `overrides` may change settings that
         do not alter the models or the data (config.RESUMABLE: steps, out_dir, checkpoint_every,
-        device, backend, n_eval_samples, step_mode); `step_options` as for the constructor."""
+        device, backend, n_eval_samples, step_mode, the logs' settings, and lr_decay_steps, which
+        stretches the rest of a linear decay from the current learning rate: see
+        wgangp_fast.train.schedule); a total past the decay's horizon is refused (validate);
+        `step_options` as for the constructor."""
         state = cls.read_checkpoint(path)
         bad = sorted(k for k, v in overrides.items() if v is not None and k not in RESUMABLE)
         if bad:
