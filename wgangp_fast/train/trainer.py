@@ -482,7 +482,7 @@ class WGANGPTrainer:
         if stats.critic.skipped:
             handled.add("loss_c")
         if self._last_gp_skipped:
-            handled.update(("gp", "grad_norm"))
+            handled.add("gp")
         self._pending.append((values, lrs, frozenset(handled)))
         self.step += 1
         self._update_ema()
