@@ -57,6 +57,20 @@ def test_real_rows_decode_back_to_their_values(tmp_path):
         assert close.mean() > 0.99  # the rest sat more than 3.96 std from their mode
     assert np.array_equal(back["rooms"], ds.raw["rooms"])
     assert back["city"] == ds.raw["city"]
+    # written with the file's decimals: incomes in cents, the bumps to 4 places
+    assert ds.numeric["income"].decimals == 2 and ds.numeric["bumps"].decimals == 4
+    rows = ds.codec.decode_rows(np.random.default_rng(3).normal(0, 1, (20, ds.dim)))
+    assert all(round(r[0], 2) == r[0] and round(r[1], 4) == r[1] for r in rows)
+    assert all(isinstance(r[2], int) for r in rows)
+
+
+def test_numbers_in_scientific_notation_are_not_rounded(tmp_path):
+    path = tmp_path / "sci.csv"
+    path.write_text("v\n" + "".join(f"{1e-3 * (i + 1):.3e}\n" for i in range(30)))
+    ds = data.load_tabular_csv(str(path))
+    assert ds.numeric["v"].decimals is None
+    values = ds.codec.decode(np.random.default_rng(0).normal(0, 1, (50, ds.dim)))["v"]
+    assert any(round(v, 6) != v for v in values)
 
 
 def test_any_model_output_decodes_inside_each_columns_support(tmp_path):

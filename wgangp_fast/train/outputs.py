@@ -203,6 +203,9 @@ def _plot_table(dataset, generated, path: str, title: str, real: bool) -> None:
             both = np.concatenate([np.asarray(v, dtype=np.float64) for _, v in shown]) \
                 if shown else np.zeros(1)
             edges = np.histogram_bin_edges(both, bins=40)
+            if getattr(col, "integer", False) and both.max() - both.min() <= 80:
+                # one bin per integer: 40 bins over 62 ages would alternate 1 and 2 values
+                edges = np.arange(both.min() - 0.5, both.max() + 1.5)
             for label, values in shown:
                 ax.hist(values, bins=edges, density=True, alpha=0.5, label=label)
         ax.set_title(col.name, fontsize=9)

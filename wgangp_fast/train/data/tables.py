@@ -53,11 +53,13 @@ ALPHA_SCALE = 4.0
 
 class NumericColumn:
     """One numeric column's encoding. `means` / `stds` / `weights`: the modes (in log space when
-    `log`); "standard" has one mode and no one-hot."""
+    `log`); "standard" has one mode and no one-hot. `decimals`: the most decimal places the
+    file's values have (decoded values are rounded to them; None: not rounded)."""
 
     def __init__(self, name: str, transform: str, integer: bool, low: float, high: float,
                  log: bool, means: Sequence[float], stds: Sequence[float],
-                 weights: Sequence[float] | None = None, scale: float = ALPHA_SCALE) -> None:
+                 weights: Sequence[float] | None = None, scale: float = ALPHA_SCALE,
+                 decimals: int | None = None) -> None:
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got "
                              f"{transform!r}")
@@ -68,6 +70,7 @@ class NumericColumn:
         self.weights = (np.full(len(self.means), 1.0 / len(self.means)) if weights is None
                         else np.asarray(weights, dtype=np.float64))
         self.scale = float(scale)
+        self.decimals = None if decimals is None else int(decimals)
 
     @property
     def width(self) -> int:
@@ -75,16 +78,18 @@ class NumericColumn:
 
     @classmethod
     def fit(cls, name: str, values: np.ndarray, integer: bool, transform: str,
-            seed: int = 0) -> NumericColumn:
+            seed: int = 0, decimals: int | None = None) -> NumericColumn:
         values = np.asarray(values, dtype=np.float64)
         low, high = float(values.min()), float(values.max())
         if transform == "standard":
             std = float(values.std())
             return cls(name, transform, integer, low, high, False, [float(values.mean())],
-                       [std if std > 0 else 1.0])
+                       [std if std > 0 else 1.0], decimals=decimals)
         log = low > 0
         t = np.log(values) if log else values
-        return cls(name, transform, integer, low, high, log, *_fit_modes(t, seed))
+        means, stds, weights = _fit_modes(t, seed)
+        return cls(name, transform, integer, low, high, log, means, stds, weights,
+                   decimals=decimals)
 
     def encode(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """[n] values -> [n, width] model-space columns."""
@@ -119,13 +124,16 @@ class NumericColumn:
             with np.errstate(over="ignore"):
                 values = np.exp(t) if self.log else t
             values = np.clip(values, self.low, self.high)
-        return np.round(values) if self.integer else values
+        if self.integer:
+            return np.round(values)
+        return values if self.decimals is None else np.round(values, self.decimals)
 
     def to_dict(self) -> Dict[str, Any]:
         return {"name": self.name, "type": "integer" if self.integer else "float",
                 "transform": self.transform, "low": self.low, "high": self.high, "log": self.log,
                 "means": self.means.tolist(), "stds": self.stds.tolist(),
-                "weights": self.weights.tolist(), "scale": self.scale}
+                "weights": self.weights.tolist(), "scale": self.scale,
+                "decimals": self.decimals}
 
 
 class CategoricalColumn:
@@ -280,7 +288,7 @@ class TableCodec:
                 columns.append(NumericColumn(c["name"], c["transform"], c["type"] == "integer",
                                              c["low"], c["high"], c["log"], c["means"],
                                              c["stds"], c.get("weights"),
-                                             c.get("scale", ALPHA_SCALE)))
+                                             c.get("scale", ALPHA_SCALE), c.get("decimals")))
         return cls(columns)
 
 
@@ -341,9 +349,22 @@ def _parse_number(s: str) -> float | None:
         return None
 
 
+def _decimals(values: Sequence[str]) -> int | None:
+    """The most decimal places of a column's numbers as written (None where one is written in
+    scientific notation: its precision is not in its decimals)."""
+    most = 0
+    for v in values:
+        if "e" in v.lower():
+            return None
+        if "." in v:
+            most = max(most, len(v.split(".", 1)[1]))
+    return most
+
+
 def _read_table(path: str, categorical: Sequence[str] | None, max_categories: int
-                ) -> Tuple[List[str], Dict[str, Any], Dict[str, bool]]:
-    """(header, {column: float array or list of strings}, {numeric column: integer?})."""
+                ) -> Tuple[List[str], Dict[str, Any], Dict[str, Tuple[bool, int | None]]]:
+    """(header, {column: float array or list of strings}, {numeric column: (integer?,
+    decimals)})."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"CSV file not found: {path}")
     try:
@@ -372,7 +393,7 @@ def _read_table(path: str, categorical: Sequence[str] | None, max_categories: in
         raise ValueError(f"{path}: categorical columns {sorted(unknown)} are not in the header "
                          f"{header}")
     values_of: Dict[str, Any] = {}
-    integer_of: Dict[str, bool] = {}
+    integer_of: Dict[str, Tuple[bool, int | None]] = {}
     for j, col in enumerate(header):
         values = [r[j].strip() for r in body]
         non_empty = [v for v in values if v != ""]
@@ -391,8 +412,9 @@ def _read_table(path: str, categorical: Sequence[str] | None, max_categories: in
                     f"column as categorical (--categorical {col}) to treat its values as "
                     f"categories")
             values_of[col] = np.array(parsed)
-            integer_of[col] = all(float(v).is_integer() and "." not in v and "e" not in v.lower()
-                                  for v in values)
+            integer = all(float(v).is_integer() and "." not in v and "e" not in v.lower()
+                          for v in values)
+            integer_of[col] = (integer, _decimals(values))
         else:
             distinct = set(values)
             if len(distinct) > max_categories:
@@ -425,7 +447,9 @@ def load_tabular_csv(path: str, categorical: Sequence[str] | None = None,
         columns: List[NumericColumn | CategoricalColumn] = []
         for col in header:
             if col in integer_of:
-                columns.append(NumericColumn.fit(col, values_of[col], integer_of[col], transform))
+                integer, decimals = integer_of[col]
+                columns.append(NumericColumn.fit(col, values_of[col], integer, transform,
+                                                 decimals=decimals))
             else:
                 columns.append(CategoricalColumn(col, sorted(set(values_of[col]))))
         codec = TableCodec(columns)
@@ -441,7 +465,7 @@ class TableMismatchError(ValueError):
 
 
 def _check_against(codec: TableCodec, header: List[str], values_of: Dict[str, Any],
-                   integer_of: Dict[str, bool], path: str) -> None:
+                   integer_of: Dict[str, Any], path: str) -> None:
     """The file read now has the codec's columns, each of its type and categories."""
     if header != codec.names:
         raise TableMismatchError(f"its columns were {codec.names} and are now {header}")
