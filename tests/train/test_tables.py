@@ -171,3 +171,19 @@ def test_table_metrics_and_pictures_are_in_the_columns_units(tmp_path):
     assert metrics["column_quantile_error_max"] >= income["quantile_error"]
     rows = (tmp_path / "out" / "samples.csv").read_text().splitlines()
     assert rows[0] == "income,bumps,rooms,city" and len(rows) == 2501
+
+
+def test_a_checkpoint_from_before_the_transforms_resumes_with_standardised_columns(tmp_path):
+    path = _table(tmp_path)
+    cfg = WGANGPConfig.for_dataset("csv", data_path=path, steps=2, batch_size=20, pac=5,
+                                   hidden_dim=8, latent_dim=4, n_critic=1, device="cpu",
+                                   out_dir=str(tmp_path / "run"), table_transform="standard")
+    WGANGPTrainer(cfg).train()
+    ckpt = str(tmp_path / "run" / "checkpoint.pt")
+    state = torch.load(ckpt, weights_only=True)
+    del state["config"]["table_transform"], state["data"]["table"], state["data"]["kind"]
+    torch.save(state, ckpt)
+    resumed = WGANGPTrainer.from_checkpoint(ckpt, steps=3)
+    assert resumed.config.table_transform == "standard" and resumed.dataset.tanh_columns == []
+    resumed.train()
+    assert resumed.step == 3

@@ -806,6 +806,9 @@ class WGANGPTrainer:
         except (TypeError, ValueError) as exc:
             raise ckpt_mod.CheckpointError(f"{path}: the checkpoint's config is not one this "
                                            f"version can read ({exc})") from None
+        if saved.dataset == "csv" and "table_transform" not in state["config"]:
+            # written before tables had transforms: its columns were standardised
+            saved = dataclasses.replace(saved, table_transform="standard")
         if saved.lr_decay == "linear" and saved.lr_decay_steps is None:
             # written before the horizon was recorded: it was the run's steps
             saved = dataclasses.replace(saved, lr_decay_steps=saved.steps)
