@@ -217,8 +217,9 @@ def test_sample_every_writes_grids_from_fixed_latents_and_a_real_grid_once(tmp_p
     assert all(p.ndim == 3 and p.shape[0] > 30 for p in pictures.values())
     assert not np.array_equal(pictures["real.png"], pictures["step_000004.png"])
     if dataset == "digits":
-        # an 8x8 grid of 8x8 digits, 2-pixel gaps (torchvision's make_grid)
-        assert pictures["step_000002.png"].shape[:2] == (8 * 10 + 2, 8 * 10 + 2)
+        # an 8x8 grid of 8x8 digits, 2-pixel gaps (torchvision's make_grid): 82 pixels,
+        # enlarged 4 times to reach 256
+        assert pictures["step_000002.png"].shape[:2] == (4 * 82, 4 * 82)
     real_before = (out / "samples" / "real.png").read_bytes()
     # the ring8 preset decays its lr to 0 at its last step: a longer run moves that horizon
     horizon = {"lr_decay_steps": 6} if dataset == "ring8" else {}
@@ -266,15 +267,17 @@ def test_image_grids_without_torchvision_use_matplotlib(tmp_path, monkeypatch):
     from wgangp_fast.train import outputs
 
     images = -np.ones((64, 3, 4, 4))
-    images[-1] = 1.0
+    images[0] = images[-1] = 1.0
     path = tmp_path / "grid.png"
     outputs.save_image_grid(images, str(path))
     import matplotlib.image
 
     grid = matplotlib.image.imread(path)
-    assert grid.shape[:2] == (8 * 6 + 2, 8 * 6 + 2)
-    # the first image's first pixel after the gap: -1 -> black; the last image's last: 1 -> white
-    assert grid[2, 2, :3].max() == 0 and grid[-3, -3, :3].min() == 1
+    # 8 x (4 + 2) + 2 = 50 pixels, enlarged 6 times (to at least 256)
+    assert grid.shape[:2] == (300, 300)
+    # black gaps of 2 x 6 pixels; the first and last images white, the second black
+    assert grid[11, 11, :3].max() == 0 and grid[12, 12, :3].min() == 1
+    assert grid[-13, -13, :3].min() == 1 and grid[12, 12 + 36, :3].max() == 0
 
 
 # -- a killed run ---------------------------------------------------------------------------

@@ -83,7 +83,8 @@ def test_images_as_uint8_npy_one_grid_or_a_folder_of_pngs(runs, tmp_path):
     assert npy.shape == (20, 8, 8, 1) and npy.dtype == np.uint8
     assert npy.max() > npy.min()
     grid = matplotlib.image.imread(sample(run, 16, str(tmp_path / "d.png")))
-    assert grid.shape[:2] == (2 * 10 + 2, 8 * 10 + 2)  # 8 to a row, 2-pixel gaps
+    # 8 to a row, 2-pixel gaps, enlarged 4 times (82 pixels wide -> at least 256)
+    assert grid.shape[:2] == (4 * 22, 4 * 82)
     folder = sample(run, 12, str(tmp_path / "digits"))
     files = sorted(os.listdir(folder))
     assert files == [f"{i:06d}.png" for i in range(12)]

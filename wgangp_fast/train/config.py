@@ -128,7 +128,7 @@ class WGANGPConfig:
     """Every setting of a run. Defaults are seed 002's; `for_dataset` applies DATASET_PRESETS."""
 
     dataset: str = setting("ring8", data_mod.DATASETS, Flag(
-        DATA, "default: ring8 (or what --csv, --images, --mnist imply)"))
+        DATA, "default: ring8 (or what --csv, --images, --mnist or --data's extension imply)"))
     data_path: str | None = setting(None, flag=Flag(
         DATA, "the file or folder of --dataset csv, images or mnist", ("--data",), "PATH"))
     npz_key: str | None = setting(None, flag=Flag(DATA, "which array of a .npz file holds the "

@@ -97,10 +97,16 @@ def plot_curves(history: Dict[str, List[float]], path: str, title: str = "") -> 
     _save(fig, path, title)
 
 
+# image grids smaller than this (8x8 digits make an 82-pixel grid) are enlarged by a whole
+# factor, each pixel a block, so that a picture viewer shows them at a readable size
+MIN_GRID_PIXELS = 256
+
+
 def save_image_grid(images: np.ndarray, path: str, nrow: int = 8) -> None:
-    """Images in model space ([N, C, H, W] in [-1, 1]) as one PNG grid, nrow to a row:
-    torchvision's make_grid / save_image where torchvision is installed, else the same layout
-    (2-pixel gaps) written by matplotlib."""
+    """Images in model space ([N, C, H, W] in [-1, 1]) as one PNG grid, nrow to a row with
+    2-pixel gaps: torchvision's make_grid / save_image where torchvision is installed, else the
+    same layout written by matplotlib. A grid under MIN_GRID_PIXELS on its longer side is
+    enlarged k times (nearest neighbour)."""
     images = np.clip(np.asarray(images, dtype=np.float32), -1.0, 1.0)
     try:
         import torch
@@ -108,8 +114,10 @@ def save_image_grid(images: np.ndarray, path: str, nrow: int = 8) -> None:
     except ImportError:
         tvu = None
     if tvu is not None:
-        tvu.save_image(torch.from_numpy(images), path, nrow=nrow, normalize=True,
-                       value_range=(-1, 1))
+        grid = tvu.make_grid(torch.from_numpy(images), nrow=nrow, normalize=True,
+                             value_range=(-1, 1))
+        k = _enlargement(grid.shape[1:])
+        tvu.save_image(grid.repeat_interleave(k, 1).repeat_interleave(k, 2), path)
         return
     n, c, h, w = images.shape
     cols = min(nrow, n)
@@ -123,7 +131,12 @@ def save_image_grid(images: np.ndarray, path: str, nrow: int = 8) -> None:
         r, q = divmod(i, cols)
         canvas[pad + r * (h + pad): pad + r * (h + pad) + h,
                pad + q * (w + pad): pad + q * (w + pad) + w] = img.transpose(1, 2, 0)
-    _pyplot().imsave(path, canvas)
+    k = _enlargement(canvas.shape[:2])
+    _pyplot().imsave(path, canvas.repeat(k, 0).repeat(k, 1))
+
+
+def _enlargement(shape) -> int:
+    return max(1, math.ceil(MIN_GRID_PIXELS / max(shape)))
 
 
 def plot_samples(dataset: data_mod.Dataset, generated: np.ndarray | None, path: str,
