@@ -13,7 +13,7 @@ endif
 export PATH := $(abspath $(BIN)):$(PATH)
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
 
-.PHONY: demo test test-torch211 build wheel bench gpu-check gpu-check-more gpu-tests-dry lint clean
+.PHONY: demo test test-torch211 build wheel docs bench gpu-check gpu-check-more gpu-tests-dry lint clean
 
 $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,18 +40,44 @@ test: build
 # WGANGP_FAST_WHEEL_CUDA=1 also builds the CUDA library (nvcc, for WHEEL_CUDA_ARCH: 9.0, the
 # H200 of the lent GPU machine; 19 s here). Both kinds have the same file name: the last
 # `make wheel` is the one in dist/.
+# The build needs torch, setuptools, wheel and ninja, nothing else: it runs in .venv when
+# `make build` has made it, else in a venv of its own, build/wheel-venv/<cpu|cuda>, holding
+# WHEEL_TORCH_SPEC. The CPU library uses torch 2.10's stable ABI, which any torch >= 2.10
+# provides, so a CPU build of torch serves (2.13.0+cpu lies on this machine's disk; elsewhere
+# add PyTorch's CPU index with WHEEL_PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu");
+# the CUDA library needs a CUDA build of torch (TORCH_SPEC, several GB).
 WHEEL_CUDA_ARCH ?= 9.0
+WHEEL_PIP_ARGS ?=
 ifeq ($(WGANGP_FAST_WHEEL_CUDA),1)
 WHEEL_ENV := WGANGP_FAST_FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$(WHEEL_CUDA_ARCH)"
+WHEEL_KIND := cuda
+WHEEL_TORCH_SPEC ?= $(TORCH_SPEC)
 else
 WHEEL_ENV := WGANGP_FAST_SKIP_CUDA_BUILD=1
+WHEEL_KIND := cpu
+WHEEL_TORCH_SPEC ?= torch==2.13.0+cpu
 endif
-wheel: $(BIN)/.deps
+ifneq ($(wildcard $(BIN)/.deps),)
+WHEEL_BIN := $(BIN)
+else
+WHEEL_BIN := build/wheel-venv/$(WHEEL_KIND)/bin
+endif
+WHEEL_SOURCES := setup.py pyproject.toml LICENSE csrc wgangp_fast
+
+build/wheel-venv/%/bin/.deps:
+	rm -rf build/wheel-venv/$*
+	$(PYTHON) -m venv build/wheel-venv/$*
+	build/wheel-venv/$*/bin/pip install --upgrade pip "setuptools>=77" wheel ninja
+	build/wheel-venv/$*/bin/pip install $(WHEEL_PIP_ARGS) "$(WHEEL_TORCH_SPEC)"
+	touch $@
+
+wheel: $(WHEEL_BIN)/.deps
 	rm -rf build/wheel dist/wgangp_fast-*.whl
-	mkdir -p build/wheel/src dist
-	cp -r setup.py pyproject.toml README.md csrc wgangp_fast build/wheel/src/
+	mkdir -p build/wheel/src/docs dist
+	cp -r $(WHEEL_SOURCES) build/wheel/src/
+	cp docs/pypi.md build/wheel/src/docs/
 	find build/wheel/src \( -name '*.so' -o -name __pycache__ \) -prune -exec rm -rf {} +
-	env $(WHEEL_ENV) $(BIN)/pip wheel --no-build-isolation --no-deps -w dist build/wheel/src
+	env $(WHEEL_ENV) $(WHEEL_BIN)/pip wheel --no-build-isolation --no-deps -w dist build/wheel/src
 	@ls dist/wgangp_fast-*.whl
 
 # The step and op tests under torch 2.11 (what the lent GPU machines run) on the CPU, from
@@ -79,7 +105,7 @@ BENCH_ARGS ?= --device auto
 bench: build
 	$(BIN)/python -m pytest benchmarks --benchmark-only -q --benchmark-group-by=group \
 		--benchmark-columns=median,iqr,min,rounds --benchmark-sort=name
-	$(BIN)/python benchmarks/run.py --suite all $(BENCH_ARGS)
+	$(BIN)/python benchmarks/run.py --suite all --out benchmarks/results $(BENCH_ARGS)
 
 # On the lent GPU machine: its python3 already holds torch, triton, pytest and ninja (no venv, no
 # network). `make gpu-check` (one command, ~330 s: GPU_CHECK_BUDGET_S) builds or takes a wheel
@@ -94,7 +120,16 @@ gpu-check-more:
 	bash scripts/gpu_check.sh more
 
 lint: $(BIN)/.deps
-	$(BIN)/ruff check wgangp_fast tests benchmarks examples scripts
+	$(BIN)/ruff check wgangp_fast tests benchmarks examples scripts docs/hooks.py
+
+# The docs site (mkdocs.yml): mkdocs build --strict into build/site, with the `docs` extra of
+# pyproject.toml installed into .venv the first time.
+$(BIN)/.docs-deps: $(BIN)/.deps pyproject.toml
+	$(BIN)/python scripts/extra_deps.py docs | xargs $(BIN)/pip install
+	touch $@
+
+docs: build $(BIN)/.docs-deps
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf build dist *.egg-info wgangp_fast/*.so $(BIN)/.built

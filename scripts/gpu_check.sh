@@ -376,6 +376,17 @@ build_from_source() {
   local flag=WGANGP_FAST_FORCE_CUDA=1
   # No GPU here: the CPU extension only, not minutes of nvcc for nothing.
   ((GPU == 1)) || flag=WGANGP_FAST_SKIP_CUDA_BUILD=1
+  if "$PY" -c 'import sys, setuptools; sys.exit(int(setuptools.__version__.split(".")[0]) >= 77)'
+  then
+    # setuptools < 77 refuses pyproject.toml's SPDX license; build_ext needs none of its
+    # metadata, so build in a copy without it
+    local stage=$STATE/build-stage
+    echo "setuptools < 77: building the extensions in $stage, without pyproject.toml"
+    rm -rf "$stage" && mkdir -p "$stage/wgangp_fast" && cp -r setup.py csrc "$stage/" &&
+      (cd "$stage" && env "$flag" "$PY" setup.py -q build_ext --inplace) &&
+      cp "$stage"/wgangp_fast/_C*.so wgangp_fast/ && extension_runs
+    return
+  fi
   env "$flag" "$PY" setup.py -q build_ext --inplace && extension_runs
 }
 

@@ -198,3 +198,29 @@ def test_explicit_alpha_in_any_shape_that_flattens_to_m():
     base = wgangp_fast.interpolate(x, y, alpha, pac=2)
     for shaped in (alpha.view(3, 1), alpha.view(3, 1, 1), alpha.view(1, 3)):
         assert torch.equal(wgangp_fast.interpolate(x, y, shaped, pac=2), base)
+
+
+def test_group_options_keep_one_name_through_the_layers():
+    """alpha_per and norm_per (and pac) are spelled the same in the native API, the drop-in,
+    the method patch and its layout, and reach the ops as their pac."""
+    import inspect
+
+    from wgangp_fast.integrations import MethodLayout, drop_in_penalty, patch_method
+
+    fields = {f for f in MethodLayout.__dataclass_fields__}
+    for name in ("pac", "alpha_per", "norm_per", "norm_dims"):
+        for fn in (wgangp_fast.gradient_penalty, drop_in_penalty, patch_method):
+            assert name in inspect.signature(fn).parameters, (fn.__name__, name)
+        assert name in fields
+    torch.manual_seed(0)
+    critic = Packed(3, 1).double()
+    real, fake = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 3, dtype=torch.float64)
+    a = torch.rand(8, dtype=torch.float64)
+    split, norms = wgangp_fast.gradient_penalty(critic, real, fake, alpha=a, alpha_per=1,
+                                                norm_per=4, return_norms=True)
+    x = autograd_interpolate(real, fake, a, 1).requires_grad_(True)
+    out = critic(x)
+    (g,) = torch.autograd.grad(out, x, torch.ones_like(out), create_graph=True)
+    want = wgangp_fast.gradient_norm_penalty(g, pac=4, scale=10.0)
+    torch.testing.assert_close(split, want, rtol=1e-12, atol=1e-14)
+    assert norms.shape == (2,)

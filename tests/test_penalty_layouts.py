@@ -13,6 +13,8 @@ import wgangp_fast
 from wgangp_fast.penalty import gradient_penalty, norm_layout, per_group_alpha
 from wgangp_fast.testing import ctgan_gradient_penalty
 
+from .cases import FUSED_GRAD_FN, node_name
+
 F64 = {"rtol": 1e-12, "atol": 1e-13}
 
 
@@ -217,7 +219,6 @@ def test_norm_dims_second_order_by_gradcheck():
 
 def test_norm_dims_over_every_axis_is_the_default_layout():
     assert norm_layout(None, (4, 3, 2)) is None
-    assert norm_layout("all", (4, 3, 2)) is None
     assert norm_layout((2, 1), (4, 3, 2)) is None
     assert norm_layout(-1, (4, 3, 2)) == ([0, 1, 2], [4, 3], 2)
     assert norm_layout((1, 3), (4, 3, 2, 5)) == ([0, 2, 1, 3], [4, 2], 15)
@@ -226,7 +227,8 @@ def test_norm_dims_over_every_axis_is_the_default_layout():
 
 
 @pytest.mark.parametrize("dims,error,match", [
-    (0, ValueError, "batch axis 0"), (3, ValueError, "out of range"),
+    (0, ValueError, r"batch axis 0 but not every axis.*'all' \(or \(0, 1, 2\)\)"),
+    ((0, 1), ValueError, "norm_per=k one norm per k samples"), (3, ValueError, "out of range"),
     ((1, 1), ValueError, "axis 1 twice"), ((), ValueError, "at least one axis"),
     ("last", ValueError, "norm_dims must be None, 'all'"), (1.0, TypeError, "norm_dims must be"),
     ((True,), TypeError, "must hold ints"),
@@ -302,3 +304,200 @@ def test_calc_gradient_penalty_checks_device_like_ctgan():
     torch.manual_seed(3)
     want = ctgan_gradient_penalty(critic, real, fake, "cpu", pac=2, lambda_=4)
     torch.testing.assert_close(got, want, **F64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Alpha groups and norm groups apart, and critics of several tensors
+# ---------------------------------------------------------------------------------------------
+
+
+def _batch_norm_reference(critic, real, fake, lambda_gp=10.0):
+    """torchgan's WassersteinGradientPenalty, transcribed from its formula: one alpha for the
+    batch, drawn as a Python number `torch.rand(1).item()`, the critic's gradient at the
+    interpolates, one 2-norm of that whole gradient tensor, lambda * (norm - 1)^2."""
+    eps = torch.rand(1).item()
+    x = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    out = critic(x)
+    (g,) = torch.autograd.grad(out, x, torch.ones_like(out), create_graph=True)
+    return lambda_gp * (g.norm(2) - 1) ** 2
+
+
+@pytest.mark.parametrize("options", [
+    {"alpha_per": "batch", "norm_per": "batch"}, {"pac": 6}, {"alpha_per": 6, "norm_per": 6},
+    {"alpha_per": "batch", "norm_dims": "all"}, {"alpha_per": "batch", "norm_dims": (0, 1, 2, 3)},
+    {"alpha_per": "batch", "norm_dims": (3, 2, 1, 0), "norm_per": "batch"},
+], ids=str)
+def test_one_alpha_and_one_norm_for_the_batch_is_torchgans_penalty(options):
+    torch.manual_seed(0)
+    critic = Dense(3 * 4 * 5)
+    real, fake = _data(SHAPE)
+    torch.manual_seed(7)
+    want = _batch_norm_reference(critic, real, fake)
+    want_after = torch.rand(1)
+    want_grads = torch.autograd.grad(want, list(critic.parameters()), allow_unused=True)
+    torch.manual_seed(7)
+    got, norms = gradient_penalty(critic, real, fake, return_norms=True, backend="cpu",
+                                  **options)
+    assert torch.equal(torch.rand(1), want_after), "one draw, as torch.rand(1).item() makes"
+    assert FUSED_GRAD_FN in node_name(got.grad_fn) and norms.shape == (1,)
+    got_grads = torch.autograd.grad(got, list(critic.parameters()), allow_unused=True)
+    torch.testing.assert_close(got, want, **F64)
+    for g, w in zip(got_grads, want_grads):
+        if w is not None:
+            torch.testing.assert_close(g, w, **F64)
+
+
+def test_norm_dims_all_is_one_norm_over_the_batch_not_per_sample():
+    torch.manual_seed(0)
+    critic = Dense(3 * 4 * 5)
+    real, fake = _data(SHAPE)
+    a = torch.rand(6, dtype=torch.float64)
+    whole = gradient_penalty(critic, real, fake, alpha=a, norm_dims="all", return_norms=True)
+    per_sample = gradient_penalty(critic, real, fake, alpha=a, norm_dims=(1, 2, 3),
+                                  return_norms=True)
+    assert whole[1].shape == (1,) and per_sample[1].shape == (6,)
+    torch.testing.assert_close(whole[1][0], per_sample[1].norm(), **F64)
+    with pytest.raises(ValueError, match=r"takes one norm over the whole batch .* contradicts "
+                                         r"norm_per=2"):
+        gradient_penalty(critic, real, fake, norm_dims="all", norm_per=2)
+
+
+class ListCritic(nn.Module):
+    """A critic of a list of tensors, as gretel's DGAN discriminates [attributes, features]:
+    flatten each, concatenate, an MLP."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(width, 10), nn.Tanh(), nn.Linear(10, 1)).double()
+
+    def forward(self, batch):
+        return self.net(torch.cat([t.reshape(t.shape[0], -1) for t in batch], dim=1))
+
+
+def _dgan_reference(critic, real, fake, eps=1e-8):
+    """gretel DGAN's penalty, transcribed from its formula: one alpha per sample from
+    torch.rand(B), each tensor interpolated as fake + alpha * (real - fake), the critic of the
+    list, one norm over every gradient of every tensor of the batch with eps inside the square
+    root, mean((norm - 1)^2) unscaled."""
+    b = real[0].shape[0]
+    alpha = torch.rand(b)
+    xs = [(f + alpha.view(-1, *([1] * (f.dim() - 1))) * (r - f)).requires_grad_(True)
+          for r, f in zip(real, fake)]
+    out = critic(xs)
+    grads = torch.autograd.grad(out, xs, torch.ones_like(out), create_graph=True)
+    norm = torch.sqrt(sum(torch.sum(g.reshape(b, -1) ** 2) for g in grads) + eps)
+    return ((norm - 1.0) ** 2).mean()
+
+
+def _several(b=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(b, 3), (b, 5, 2)]
+    real = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+    fake = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+    return real, fake
+
+
+@pytest.mark.parametrize("container", [list, tuple])
+def test_one_alpha_per_sample_and_one_norm_over_several_tensors_is_dgans_penalty(container):
+    torch.manual_seed(0)
+    critic = ListCritic(13)
+    real, fake = _several()
+    seen = []
+    watched = lambda xs: (seen.append(type(xs)), critic(xs))[1]  # noqa: E731
+    torch.manual_seed(3)
+    want = _dgan_reference(critic, real, fake)
+    want_grads = torch.autograd.grad(want, list(critic.parameters())[:3])
+    torch.manual_seed(3)
+    got = gradient_penalty(watched, container(real), container(fake), lambda_gp=1.0,
+                           alpha_per="sample", norm_per="batch", eps=1e-8, backend="cpu")
+    assert seen == [container]
+    got_grads = torch.autograd.grad(got, list(critic.parameters())[:3])
+    torch.testing.assert_close(got, want, **F64)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, **F64)
+
+
+def test_several_tensors_with_per_sample_norms_and_every_option():
+    """The norm per group over all tensors together: the flattened gradients of each sample
+    concatenated, as a code that cats its inputs before `grads.norm(2, dim=1)` has it."""
+    torch.manual_seed(0)
+    critic = ListCritic(13)
+    real, fake = _several(b=6)
+    a = torch.rand(3, dtype=torch.float64)
+    w = torch.rand(3, dtype=torch.float64)
+    xs = [(a.repeat_interleave(2).view(-1, *([1] * (r.dim() - 1))) * r
+           + (1 - a.repeat_interleave(2).view(-1, *([1] * (r.dim() - 1)))) * f
+           ).requires_grad_(True) for r, f in zip(real, fake)]
+    out = critic(xs)
+    grads = torch.autograd.grad(out, xs, torch.ones_like(out), create_graph=True)
+    flat = torch.cat([g.reshape(3, -1) for g in grads], dim=1)
+    n = torch.sqrt((flat * flat).sum(1) + 1e-3)
+    want = 2.0 * (w * torch.clamp(n - 0.5, min=0) ** 2).sum()
+    got, norms = gradient_penalty(critic, real, fake, lambda_gp=2.0, pac=2, alpha=a, eps=1e-3,
+                                  target=0.5, kind="wgan-lp", weight=w, reduction="sum",
+                                  return_norms=True, backend="cpu")
+    torch.testing.assert_close(got, want, **F64)
+    torch.testing.assert_close(norms, n, **F64)
+    per_group = gradient_penalty(critic, real, fake, lambda_gp=2.0, pac=2, alpha=a, eps=1e-3,
+                                 reduction="none", backend="cpu")
+    torch.testing.assert_close(per_group, 2.0 * (n - 1) ** 2, **F64)
+
+
+def test_several_tensors_second_order_by_gradgradcheck():
+    real, fake = _several(b=4)
+    a = torch.rand(4, dtype=torch.float64)
+    w0 = torch.randn(13, dtype=torch.float64, requires_grad=True)
+
+    def penalty(w):
+        def critic(batch):
+            x = torch.cat([t.reshape(t.shape[0], -1) for t in batch], dim=1)
+            return torch.tanh(x * w).sum(1) + (x * w).pow(2).sum(1)
+        return gradient_penalty(critic, real, fake, lambda_gp=2.0, alpha=a, norm_per=2,
+                                backend="cpu")
+
+    assert torch.autograd.gradcheck(penalty, (w0,))
+    assert torch.autograd.gradgradcheck(penalty, (w0,))
+
+
+def test_several_tensors_take_their_norms_from_the_fused_op():
+    critic = ListCritic(13)
+    real, fake = _several()
+    fake = [f.requires_grad_(True) for f in fake]
+    got = gradient_penalty(critic, real, fake, norm_per="batch", detach_inputs=False,
+                           backend="cpu")
+    names, stack, seen = [], [got.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(node_name(node))
+        stack.extend(f for f, _ in node.next_functions)
+    # one fused norm and one fused interpolation per tensor, no copy of them into one
+    assert names.count(FUSED_GRAD_FN + "Backward") == 2, names
+    assert names.count("wgangp_fast_interpolateBackward") == 2, names
+
+
+@pytest.mark.parametrize("real,fake,options,error,match", [
+    ("pair", "pair", {"pac": 2, "norm_per": "batch"}, ValueError, "pass pac .* or alpha_per"),
+    ("pair", "pair", {"alpha_per": "group"}, ValueError, "alpha_per must be 'sample', 'batch'"),
+    ("pair", "pair", {"norm_per": 4}, ValueError, r"\(N=6\) must be a multiple of norm_per=4"),
+    ("pair", "pair", {"norm_per": 0}, ValueError, "norm_per must be at least 1"),
+    ("pair", "pair", {"alpha_per": 1.5}, TypeError, "alpha_per must be"),
+    ("list", "list", {"norm_dims": 1}, ValueError, "names axes of one tensor"),
+    ("list", "pair", {}, ValueError, "real and fake must have the same layout"),
+    ("list", "short", {}, ValueError, "real and fake must have the same layout"),
+    ("empty", "empty", {}, TypeError, "an empty list"),
+    ("ragged", "ragged", {}, ValueError, "share one batch size"),
+], ids=lambda v: v if isinstance(v, str) and " " in v else None)
+def test_group_and_layout_errors(real, fake, options, error, match):
+    pair = _data((6, 4))
+    several = _several()
+    ragged = [torch.zeros(6, 2, dtype=torch.float64), torch.zeros(5, 2, dtype=torch.float64)]
+    pick = {"pair": pair, "list": several, "empty": ([], []),
+            "short": ([several[0][0]], [several[1][0]]), "ragged": (ragged, ragged)}
+    r = pick[real][0]
+    f = pick[fake][1]
+    critic = ListCritic(13) if real != "pair" else Dense(4)
+    with pytest.raises(error, match=match):
+        gradient_penalty(critic, r, f, **options)

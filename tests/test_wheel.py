@@ -8,6 +8,10 @@ test_dispatch_paths.py, copied out of the tree) on the compiled `cpu` backend, n
 fallback. Marked slow; `make test` runs it: about 30 s of C++ compilation on this 2-core machine,
 20 s of tests, plus about a minute the first time for the venv.
 
+Its metadata is what a package index shows: the license as an SPDX expression with the LICENSE
+file, and docs/pypi.md, a description without relative links. `make wheel` installs only what the
+build needs (torch, setuptools, wheel, ninja), checked on its dry run.
+
 The wheel is built without the CUDA extension (an nvcc compile costs minutes on a CI machine and
 tests/backends/test_cuda_build.py covers that build in place); WGANGP_FAST_WHEEL_CUDA=1 builds it
 with CUDA forced and then also requires `wgangp_fast/_C_cuda` in the wheel, loaded from there
@@ -47,7 +51,7 @@ pytestmark = pytest.mark.slow
 
 # What the build reads, as an sdist would carry it: build outputs in the checkout (the in-place
 # .so files, build/, *.egg-info) stay behind, so the wheel holds only what setup.py builds.
-SOURCES = ("setup.py", "pyproject.toml", "README.md", "csrc", "wgangp_fast")
+SOURCES = ("setup.py", "pyproject.toml", "LICENSE", "docs/pypi.md", "csrc", "wgangp_fast")
 LEFT_BEHIND = shutil.ignore_patterns("*.so", "*.pyd", "__pycache__", "*.pyc", "*.egg-info")
 
 # Runs in the installed copy's interpreter; prints one JSON line of what it saw.
@@ -85,6 +89,7 @@ print(json.dumps({
     "gp": gp.item(), "critic_grad": critic[0].weight.grad.abs().sum().item(), "cuda_ext": cuda,
     "editable_finders": [repr(f) for f in sys.meta_path if "editable" in repr(f).lower()],
     "torch": torch.__version__, "loaded": sorted(torch.ops.loaded_libraries),
+    "cuda_status": wgf.backend_status()["cuda"],
 }))
 """
 
@@ -110,6 +115,7 @@ def _build_and_install(base: Path):
         if path.is_dir():
             shutil.copytree(path, src / name, ignore=LEFT_BEHIND)
         else:
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, src / name)
     env = _clean_env()
     if WITH_CUDA:
@@ -170,6 +176,19 @@ def _check_contents(wheel: Path):
         next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode().splitlines()
         if line.startswith("Tag:")]
     assert tags and all(t.split(": ")[1].startswith("cp39-abi3-") for t in tags), tags
+    # what a package index shows: the license as an SPDX expression with its file, and a
+    # description made for it, whose links all leave the repository
+    wheel_zip = zipfile.ZipFile(wheel)
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), sorted(names)
+    metadata = wheel_zip.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    head, _, description = metadata.partition("\n\n")
+    assert "License-Expression: Apache-2.0" in head.splitlines(), head
+    assert "License-File: LICENSE" in head.splitlines(), head
+    assert not [line for line in head.splitlines() if line.startswith("License:")], head
+    assert description.startswith("# wgangp_fast"), description[:200]
+    assert description == (ROOT / "docs" / "pypi.md").read_text()
+    links = re.findall(r"\]\(([^)]*)\)", description) + re.findall(r'src="([^"]*)"', description)
+    assert [u for u in links if not u.startswith(("https://", "http://"))] == [], links
     entry_points = [n for n in names if n.endswith("entry_points.txt")]
     assert entry_points and "wgangp-fast = wgangp_fast.cli:main" in zipfile.ZipFile(wheel).read(
         entry_points[0]).decode()
@@ -190,6 +209,12 @@ def _check_ops(site: Path, tmp_path: Path):
     assert seen["gp"] > 0 and seen["critic_grad"] > 0
     if WITH_CUDA:
         assert seen["cuda_ext"] and seen["cuda_ext"].startswith(str(site)), seen["cuda_ext"]
+    else:
+        # advice a wheel's user can follow: how the CUDA library gets built, not "the source tree"
+        status = seen["cuda_status"]
+        assert status.startswith("not compiled with CUDA"), status
+        assert "WGANGP_FAST_FORCE_CUDA=1" in status and "CUDA toolkit" in status, status
+        assert "source tree" not in status and "README" not in status, status
 
 
 def _check_cli(site: Path, tmp_path: Path):
@@ -273,3 +298,19 @@ def test_wheel_builds_installs_and_runs_outside_the_checkout(tmp_path):
     _check_ops(site, tmp_path)
     _check_cli(site, tmp_path)
     _check_under_old_torch(wheel, tmp_path)
+
+
+def test_make_wheel_installs_only_what_building_needs():
+    """Without .venv, `make wheel` makes a venv of its own holding torch, setuptools, wheel and
+    ninja: no test or training tools (a dry run, `make -n`: nothing is installed)."""
+    for cuda in ("0", "1"):
+        done = subprocess.run(["make", "-n", "wheel", "VENV=build/no-such-venv"], cwd=ROOT,
+                              env={**_clean_env(), "WGANGP_FAST_WHEEL_CUDA": cuda},
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        installs = [line for line in done.stdout.splitlines() if " install " in line]
+        assert installs and all("/wheel-venv/" in line for line in installs), done.stdout
+        names = {re.split(r"[=<>\[]", word.strip('"'))[0]
+                 for line in installs for word in line.split(" install ", 1)[1].split()
+                 if not word.startswith("-")}
+        assert names == {"pip", "setuptools", "wheel", "ninja", "torch"}, (cuda, names)

@@ -1,7 +1,9 @@
 """wgangp_fast: fused, autograd-aware gradient-penalty ops for PyTorch.
 
-    from wgangp_fast import gradient_penalty
-    gp = gradient_penalty(critic, real, fake, lambda_gp=10.0, pac=1)
+```python
+from wgangp_fast import gradient_penalty
+gp = gradient_penalty(critic, real, fake, lambda_gp=10.0, pac=1)
+```
 """
 
 from . import ops as _ops  # noqa: F401  (registers the torch.library ops)

@@ -81,6 +81,27 @@ def pac(pac_value, n: int, name: str = "real") -> int:
     return n // pac_value
 
 
+def group_size(name: str, value, n: int, data_name: str = "real") -> int:
+    """Samples per group from "sample" (1), "batch" (n) or a positive int dividing n."""
+    if isinstance(value, str):
+        if value == "sample":
+            return 1
+        if value == "batch":
+            return n
+        raise ValueError(f"{name} must be 'sample', 'batch' or a number of samples per group, "
+                         f"got {value!r}")
+    if _is_bool(value) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be 'sample', 'batch' or a number of samples per group (a "
+                        f"positive int), got {value!r}")
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    if n % value != 0:
+        raise ValueError(f"the batch size of {data_name} (N={n}) must be a multiple of "
+                         f"{name}={value}")
+    return value
+
+
 def group_vector(name: str, v, m: int, like: torch.Tensor) -> torch.Tensor:
     """A tensor of M per-group values in any shape that flattens to M ([M], [M,1], [M,1,1], ...)."""
     if not isinstance(v, torch.Tensor):

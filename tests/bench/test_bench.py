@@ -7,6 +7,9 @@ import csv
 import datetime as dt
 import math
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +212,29 @@ def test_step_markdown_reports_the_paired_ratios(results):
     for critic in ("ctgan", "mlp28"):
         assert re.search(rf"- {critic} float32: reference / variant, paired, 95% CI, \d+ rounds: "
                          rf"wgangp_fast \d+\.\d+ \[\d+\.\d+, \d+\.\d+\]; eager", text)
+
+
+def test_results_go_where_the_user_says_by_default_a_named_folder_here(tmp_path, monkeypatch,
+                                                                       capsys):
+    """`wgangp-fast bench` without --out writes into ./wgangp_fast_bench and says where, never
+    into a benchmarks/ folder of the current directory; the repository's benchmarks/run.py keeps
+    its own benchmarks/results."""
+    monkeypatch.chdir(tmp_path)
+    tiny = TINY + ["--suite", "ops", "--shapes", "tabular", "--ops", "interpolate", "--no-plot"]
+    assert bench.main(tiny) == 0
+    out = tmp_path / bench.cli.DEFAULT_OUT
+    written = sorted(p.name for p in out.iterdir())
+    assert [p.suffix for p in map(Path, written)] == [".csv", ".md"], written
+    assert sorted(p.name for p in tmp_path.iterdir()) == [bench.cli.DEFAULT_OUT]
+    said = capsys.readouterr().out
+    assert f"results: {out / written[0]}, {out / written[1]}" in said
+    assert bench.main(tiny + ["--out", "elsewhere/deeper"]) == 0
+    assert len(list((tmp_path / "elsewhere" / "deeper").glob("*.csv"))) == 1
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit, match="--out a-file: exists and is not a folder"):
+        bench.main(tiny + ["--out", "a-file"])
+    run = Path(bench.__file__).resolve().parents[2] / "benchmarks" / "run.py"
+    helped = subprocess.run([sys.executable, str(run), "--help"], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert helped.returncode == 0, helped.stderr
+    assert str(run.parent / "results") in "".join(helped.stdout.split())  # argparse wraps it

@@ -13,8 +13,8 @@ datasets = pytest.importorskip("sklearn.datasets")
 
 from ctgan import CTGAN  # noqa: E402
 
+from wgangp_fast.integrations import IncompatibleSignatureError  # noqa: E402
 from wgangp_fast.integrations import ctgan as wgf_ctgan  # noqa: E402
-from wgangp_fast.integrations.generic import IncompatibleSignatureError  # noqa: E402
 
 from ..cases import FUSED_GRAD_FN, node_name  # noqa: E402
 

@@ -44,6 +44,19 @@ def test_a_device_argument_is_refused_not_passed_to_the_critic(device):
         drop_in_penalty(critic, real, fake, device, lambda_gp=10.0)
 
 
+@pytest.mark.parametrize("device", ["cpu", torch.device("cpu")], ids=["str", "torch.device"])
+def test_a_device_keyword_gets_the_positional_forms_refusal(device):
+    critic = Labelled(4)
+    real, fake = torch.randn(4, 4, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    with pytest.raises(TypeError) as positional:
+        drop_in_penalty(critic, real, fake, device, lambda_gp=10)
+    with pytest.raises(TypeError) as keyword:
+        drop_in_penalty(critic, real, fake, device=device, lambda_gp=10)
+    tail = str(positional.value).split(": ", 1)[1]
+    assert str(keyword.value) == f"device= is a device ({device!r}): {tail}"
+    assert "takes no device argument" in tail
+
+
 def test_labels_positional_or_keyword_and_norms():
     torch.manual_seed(0)
     critic = Labelled(5)
@@ -79,16 +92,18 @@ def test_three_dimensional_data_warns_until_norm_dims_is_stated():
     critic = lambda x: (x ** 3).flatten(1).sum(1)  # noqa: E731
     real, fake = torch.randn(4, 3, 5, dtype=torch.float64), torch.randn(4, 3, 5,
                                                                           dtype=torch.float64)
-    with pytest.warns(UserWarning, match=r"shape \[4, 3, 5\].*norm_dims=1.*norm_dims='all'"):
+    with pytest.warns(UserWarning, match=r"shape \[4, 3, 5\].*norm_dims=1.*norm_dims=\(1, 2\)"):
         drop_in_penalty(critic, real, fake, lambda_gp=1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        every = drop_in_penalty(critic, real, fake, lambda_gp=1.0, norm_dims="all",
+        every = drop_in_penalty(critic, real, fake, lambda_gp=1.0, norm_dims=(1, 2),
                                 generator=torch.Generator().manual_seed(0))
         one = drop_in_penalty(critic, real, fake, lambda_gp=1.0, norm_dims=1,
                               generator=torch.Generator().manual_seed(0))
         drop_in_penalty(critic, real[:, 0], fake[:, 0], lambda_gp=1.0)
         drop_in_penalty(critic, real[:, None], fake[:, None], lambda_gp=1.0)
+        drop_in_penalty(critic, real, fake, lambda_gp=1.0, norm_dims="all")
+        drop_in_penalty(critic, real, fake, lambda_gp=1.0, norm_per="batch")
     assert not torch.allclose(every, one)
 
 

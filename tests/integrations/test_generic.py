@@ -9,12 +9,12 @@ from torch import nn
 from wgangp_fast.integrations import (
     IncompatibleSignatureError,
     fused_calc_gradient_penalty,
+    get_handle,
     is_patched,
     patch_method,
     patched_method,
     unpatch_method,
 )
-from wgangp_fast.integrations.generic import get_handle
 
 from ..cases import FUSED_GRAD_FN, node_name
 

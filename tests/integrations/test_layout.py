@@ -17,6 +17,8 @@ from wgangp_fast.integrations import (
     patched_method,
     unpatch_method,
 )
+from wgangp_fast.integrations.ctgan_signature import builder
+from wgangp_fast.integrations.patching import patch, validate_options
 from wgangp_fast.testing import ctgan_gradient_penalty
 
 from ..cases import FUSED_GRAD_FN, node_name
@@ -288,7 +290,7 @@ def test_callable_critic_keyword_inputs_and_returned_tuple():
 
     real, fake = _pair((6, 5))
     scale = torch.full((6, 1), 2.0, dtype=torch.float64)
-    with patched_method(Keyed, "gp", critic=scored, critic_kwargs={"scale": "scale"},
+    with patched_method(Keyed, "gp", critic=lambda **_: scored, critic_kwargs={"scale": "scale"},
                         lambda_gp=4.0, returns=("norms", "penalty"), verify=False):
         torch.manual_seed(6)
         norms, gp = Keyed().gp(real, fake, scale)
@@ -313,7 +315,7 @@ def test_patch_again_same_layout_warns_other_layout_raises():
     ({"critic": "self.net"}, TypeError, "needs lambda_gp"),
     ({"lambda_gp": 1.0, "critic": "net"}, ValueError,
      r"critic='net' names neither a parameter .*\(parameters: self, x_real, x_fake\)"),
-    ({"lambda_gp": 1.0, "real": 3}, TypeError, "real must name a parameter"),
+    ({"lambda_gp": 1.0, "real": 3}, TypeError, "real must be a spec .* or a callable"),
     ({"lambda_gp": 1.0, "critic": 5}, TypeError, "critic must be a spec"),
     ({"lambda_gp": "ten"}, ValueError, "lambda_gp='ten' names neither"),
     ({"lambda_gp": float("nan")}, ValueError, "lambda_gp must be finite"),
@@ -397,9 +399,8 @@ def test_ctgan_mode_is_unchanged_without_layout_options():
             return ctgan_gradient_penalty(self, real_data, fake_data, device, pac, lambda_)
 
     with pytest.raises(IncompatibleSignatureError, match="default of 'pac' is 10, expected 1"):
-        from wgangp_fast.integrations.generic import _patch, _validate_options
-        _patch(Ctganish, "calc_gradient_penalty", _validate_options("auto", True),
-               defaults={"pac": 1})
+        patch(Ctganish, "calc_gradient_penalty", validate_options("auto", True),
+              builder("auto", {"pac": 1}))
     handle = patch_method(Ctganish)
     assert "layout" not in handle.options
     real, fake = _pair((10, 3))
@@ -411,3 +412,116 @@ def test_ctgan_mode_is_unchanged_without_layout_options():
     want = ctgan_gradient_penalty(d, real, fake, "cpu", 5, 10)
     torch.testing.assert_close(got, want, **F64)
     handle.unpatch()
+
+
+# ---------------------------------------------------------------------------------------------
+# A critic chosen per call (RadialGAN picks one discriminator per domain)
+# ---------------------------------------------------------------------------------------------
+
+
+class PerDomain:
+    """One critic per domain, the penalty method told the domain: the shape of synthcity's
+    RadialGAN. Its unpatched penalty is the per-sample one with alpha from torch.rand(B, 1)."""
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.discriminators = nn.ModuleList([_critic(), _critic()])
+        self.named = nn.ModuleDict({"a": self.discriminators[0]})
+
+    def gp(self, domain, real, fake, batch_size):
+        a = torch.rand(batch_size, 1)
+        x = (a * real + (1 - a) * fake).requires_grad_(True)
+        out = self.discriminators[domain](x).squeeze()
+        (g,) = torch.autograd.grad(out, x, torch.ones_like(out), create_graph=True)
+        return ((g.norm(2, dim=-1) - 1) ** 2).mean()
+
+
+def _per_domain_run(calls=(1, 0, 1, 1)):
+    obj = PerDomain()
+    out = []
+    for i, domain in enumerate(calls):
+        real, fake = _pair((6, 4), seed=i)
+        torch.manual_seed(10 + i)
+        pen = obj.gp(domain, real, fake, 6)
+        grads = torch.autograd.grad(pen, list(obj.discriminators[domain].parameters())[:2])
+        out.append((pen.detach(), grads))
+    return out
+
+
+@pytest.mark.parametrize("critic", [
+    "self.discriminators[domain]",
+    lambda self, domain, **_: self.discriminators[domain],
+], ids=["indexed-spec", "callable"])
+def test_a_critic_chosen_per_call(critic):
+    want = _per_domain_run()
+    handle = patch_method(PerDomain, "gp", critic=critic, lambda_gp=1.0, detach_inputs=False)
+    try:
+        got = _per_domain_run()
+    finally:
+        handle.unpatch()
+    assert handle.checked
+    for (gp, grads), (wp, wgrads) in zip(got, want):
+        torch.testing.assert_close(gp, wp, **F64)
+        for g, w in zip(grads, wgrads):
+            torch.testing.assert_close(g, w, **F64)
+
+
+def test_literal_indices_and_a_fixed_critic_that_is_the_wrong_one():
+    real, fake = _pair((6, 4))
+    with patched_method(PerDomain, "gp", critic="self.named['a']", lambda_gp=1.0):
+        with pytest.raises(TypeError, match=r"real='domain' gave a int, not a batch .* took the "
+                                            r"first parameter no other option uses"):
+            PerDomain().gp(0, real, fake, 6)
+    with patched_method(PerDomain, "gp", critic="self.named['a']", lambda_gp=1.0,
+                        real="real", fake="fake", detach_inputs=False) as handle:
+        PerDomain().gp(0, real, fake, 6)
+        assert handle.checked
+    with patched_method(PerDomain, "gp", critic="self.discriminators[0]", lambda_gp=1.0,
+                        real="real", fake="fake", detach_inputs=False):
+        with pytest.raises(RuntimeError, match=r"never took the gradient of "
+                                               r"critic='self.discriminators\[0\]'"):
+            PerDomain().gp(1, real, fake, 6)
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("self.discriminators[dom]", r"indexes by 'dom', which is not a parameter"),
+    ("discriminators[domain]", r"names neither a parameter .* nor a path from one"),
+    ("self.discriminators[1:2]", r"is not a spec"),
+    ("self.D(x)", r"is not a spec"),
+    ("self.discriminators[domain", r"is not a spec"),
+])
+def test_refused_specs_are_never_suggested(spec, match):
+    with pytest.raises(ValueError, match=match) as caught:
+        patch_method(PerDomain, "gp", critic=spec, lambda_gp=1.0)
+    message = str(caught.value)
+    assert message.count(spec) == 1, message
+    assert "'self', 'self.<attribute>' or 'self.<attribute>[<parameter or literal>]'" in message \
+        or "indexes by" in message
+    assert not is_patched(PerDomain, "gp")
+
+
+def test_a_callable_critic_that_cannot_take_the_arguments_says_how_to_pass_a_function():
+    critic = _critic()
+
+    def score(x):
+        return critic(x)
+
+    with pytest.raises(TypeError, match=r"critic=lambda \*\*_: <the function>"):
+        patch_method(WithDefault, "gp", critic=score, lambda_gp=1.0)
+    assert not is_patched(WithDefault, "gp")
+    with pytest.raises(TypeError, match="returned int, not a critic"):
+        with patched_method(WithDefault, "gp", critic=lambda **_: 3, lambda_gp=1.0):
+            WithDefault().gp(critic, *_pair())
+    real, fake = _pair()
+    torch.manual_seed(1)
+    want = WithDefault().gp(critic, real, fake)
+    with patched_method(WithDefault, "gp", critic=lambda **_: score, lambda_gp="lambda_gp",
+                        real="real", fake="fake") as handle:
+        # a plain function is no module and no argument: its call cannot be watched
+        torch.manual_seed(1)
+        with pytest.warns(RuntimeWarning, match="could not check.*function, not an nn.Module"):
+            first = WithDefault().gp(critic, real, fake)
+        assert torch.equal(first, want) and handle.verified and not handle.checked
+        torch.manual_seed(1)
+        got = WithDefault().gp(critic, real, fake)
+    torch.testing.assert_close(got, want, **F64)

@@ -1,17 +1,16 @@
 """Porting the WGAN-GP code people run: each pattern is a small training script written in that
 style (function- or method-style penalty, lambda 0.1, alpha drawn on the CPU or with numpy, a
 conditional critic, a norm over one axis of 3-D data, norms logged or returned, a packed critic
-with a device argument), run seeded for 24 steps in float64 twice: as written, and with the one
-line README's "Porting your code" gives, read from README.md and run as written. The penalty must
-agree at every step to 1e-12 relative, and the weights, the logs and the random streams after the
-run must agree too. The README's alpha_fn table is run the same way, row by row, against the
-draws it names.
+with a device argument), run seeded for 24 steps in float64 twice: as written, and with the
+recipe docs/porting.md gives, read from the page and run as written. The penalty must agree at
+every step to 1e-12 relative, and the weights, the logs and the random streams after the run must
+agree too. The recipes for other projects' code (SDV, synthcity, torchgan, gretel's DGAN) are in
+test_porting_clients.py, the page's tables of alpha draws and groups in test_porting_tables.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import pathlib
 import re
 from collections import defaultdict
 
@@ -27,6 +26,8 @@ from wgangp_fast.integrations import (
     patched_method,
     unpatch_method,
 )
+
+from . import porting_doc as doc
 
 STEPS = 24
 DT = torch.float64
@@ -54,78 +55,46 @@ def _assert_runs_agree(got, want, *, weights_rtol=1e-9):
 
 
 # ---------------------------------------------------------------------------------------------
-# The README's tables, as written
+# docs/porting.md's recipes, as written
 # ---------------------------------------------------------------------------------------------
 
-README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+PORTING = doc.table(doc.PORTING_HEADER)
+_after = doc.after
 
 
-def _tables(section: str):
-    """The markdown tables of README's `section` (a "### " heading), each a list of rows of
-    cells; the header row first, the --- row left out."""
-    text = README.read_text()
-    start = text.index(f"### {section}\n")
-    end = text.find("\n## ", start)
-    tables, current = [], []
-    for line in text[start:end].splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-            if not all(set(c) <= {"-", " "} for c in cells):
-                current.append(cells)
-        elif current:
-            tables.append(current)
-            current = []
-    return tables
+def test_every_porting_row_is_run():
+    claimed = [k for r in PORTING for p, k in doc.PORTING_ROWS.items() if p in r[0]]
+    assert len(claimed) == len(PORTING) and set(claimed) == set(doc.PORTING_ROWS.values()), (
+        "each row of docs/porting.md's porting tables needs its script (porting_doc.PORTING_ROWS)")
 
 
-def _table(section: str, header: list):
-    found = [t[1:] for t in _tables(section) if t[0] == header]
-    assert len(found) == 1, f"README section {section!r} should hold one table {header}"
-    return found[0]
+def test_runnable_blocks_run_as_written():
+    """Every python block not marked notest runs on its own, in a fresh namespace."""
+    runnable = re.findall(r"```python\n(.*?)```", doc.text(), flags=re.S)
+    assert len(runnable) >= 2
+    for block in runnable:
+        exec(compile(block, str(doc.DOC), "exec"), {"__name__": "porting_doc_block"})
 
 
-def _code(cell: str):
-    return re.findall(r"`([^`]+)`", cell)
-
-
-PORTING = _table("Porting your code", ["the code does", "before", "after"])
-ALPHA_ROWS = _table("Porting your code", ["the original draws", "`alpha_fn`"])
-
-# which test runs the README row whose first cell holds this phrase
-PORTING_ROWS = {
-    "`LAMBDA = 0.1`": "toy", "`Tensor(np.random.random": "images", "conditional critic":
-    "conditional", "language model": "lm", "full image shape": "full_shape",
-    "trainer method": "trainer", "returning `(gp, norms)`": "method_with_norms",
-    "CTGAN-style": "packed",
-}
-
-
-def _after(key: str):
-    """The statements of the `after` cell of the README row that PORTING_ROWS gives `key`."""
-    phrases = [p for p, k in PORTING_ROWS.items() if k == key]
-    rows = [r for r in PORTING for p in phrases if p in r[0]]
-    assert len(rows) == 1, f"README's porting table should hold one row for {key}"
-    statements = [c for c in _code(rows[0][2]) if c.startswith(("gp = ", "patch_method("))]
-    assert statements, f"README row {rows[0][0]!r}: no statement in its after cell"
-    return statements
-
-
-def test_every_readme_porting_row_is_run():
-    claimed = [k for r in PORTING for p, k in PORTING_ROWS.items() if p in r[0]]
-    assert len(claimed) == len(PORTING) and set(claimed) == set(PORTING_ROWS.values()), (
-        "each row of README's porting table needs its script here (PORTING_ROWS)")
+def test_no_table_cell_is_wider_than_150_characters():
+    wide = [c for t in doc.tables() for r in t for c in r if len(c) > 150]
+    assert not wide, wide
 
 
 _NAMES = {"torch": torch, "np": np, "drop_in_penalty": drop_in_penalty,
           "patch_method": patch_method}
 
 
-def _readme_penalty(statement: str, **names):
-    """The README's `gp = ...` as a penalty function of (critic, real, fake, labels)."""
-    code = compile(statement, "README.md", "exec")
+def _names(**names):
+    return {**_NAMES, **doc.helpers(), **names}
+
+
+def _doc_penalty(statement: str, **names):
+    """The page's `gp = ...` as a penalty function of (critic, real, fake, labels)."""
+    code = compile(statement, str(doc.DOC), "exec")
 
     def penalty(critic, real, fake, labels=None):
-        scope = {**_NAMES, **names, "netD": critic, "D": critic, "real": real, "fake": fake,
+        scope = {**_names(**names), "netD": critic, "D": critic, "real": real, "fake": fake,
                  "labels": labels, "device": real.device}
         exec(code, scope)
         return scope["gp"]
@@ -134,10 +103,10 @@ def _readme_penalty(statement: str, **names):
 
 
 @contextlib.contextmanager
-def _readme_patch(statement: str, cls: type, name: str, **names):
-    """The README's `patch_method(...)` with its class names bound, undone after the block."""
+def _doc_patch(statement: str, cls: type, name: str, **names):
+    """The page's `patch_method(...)` with its class names bound, undone after the block."""
     assert not is_patched(cls, name)
-    exec(compile(statement, "README.md", "exec"), {**_NAMES, **names})
+    exec(compile(statement, str(doc.DOC), "exec"), _names(**names))
     assert is_patched(cls, name), f"{statement!r} did not patch {cls.__qualname__}.{name}"
     try:
         yield
@@ -208,7 +177,7 @@ def run_toy(calc_gradient_penalty):
 def test_toy_script_with_lambda_one_tenth_and_cpu_drawn_alpha():
     want = run_toy(toy_calc_gradient_penalty)
     for statement in _after("toy"):
-        got = run_toy(_readme_penalty(statement, LAMBDA=LAMBDA_TOY))
+        got = run_toy(_doc_penalty(statement, LAMBDA=LAMBDA_TOY))
         _assert_runs_agree(got, want)
 
 
@@ -310,7 +279,7 @@ def run_images(gradient_penalty_of, n_classes=0, batch=8):
 def test_image_script_with_numpy_alpha_and_caller_side_lambda():
     want = run_images(lambda D, r, f, labels: compute_gradient_penalty(D, r, f))
     for statement in _after("images"):
-        got = run_images(_readme_penalty(statement))
+        got = run_images(_doc_penalty(statement))
         _assert_runs_agree(got, want)
 
 
@@ -321,7 +290,7 @@ def test_conditional_critic_with_labels():
     statements = _after("conditional")
     assert any("labels=labels" in s for s in statements)  # positional and by keyword
     for statement in statements:
-        got = run_images(_readme_penalty(statement), n_classes=3)
+        got = run_images(_doc_penalty(statement), n_classes=3)
         _assert_runs_agree(got, want)
 
 
@@ -393,7 +362,7 @@ def run_lm(calc_gradient_penalty):
 def test_language_model_with_the_norm_over_one_axis():
     want = run_lm(lm_calc_gradient_penalty)
     for statement in _after("lm"):
-        got = run_lm(_readme_penalty(statement, LAMBDA=LAMBDA_LM))
+        got = run_lm(_doc_penalty(statement, LAMBDA=LAMBDA_LM))
         _assert_runs_agree(got, want)
     with pytest.warns(UserWarning, match="norm_dims=1"):
         every_axis = run_lm(lambda netD, real, fake: drop_in_penalty(
@@ -403,7 +372,7 @@ def test_language_model_with_the_norm_over_one_axis():
 
 # ---------------------------------------------------------------------------------------------
 # 5. An image script that draws alpha as the full image shape (flat, expanded, made contiguous
-#    and viewed as [B, C, H, W]) on the CPU: alpha_fn takes those lines as they are.
+#    and viewed as [B, C, H, W]) on the CPU: B values drawn, as the page's cpu_alpha draws.
 # ---------------------------------------------------------------------------------------------
 
 def full_shape_calc_gradient_penalty(netD, real_data, fake_data):
@@ -420,10 +389,10 @@ def full_shape_calc_gradient_penalty(netD, real_data, fake_data):
     return ((gradients.norm(2, dim=1) - 1) ** 2).mean() * LAMBDA_GP
 
 
-def test_full_shape_alpha_drawn_by_the_originals_own_lines():
+def test_full_shape_alpha_drawn_on_the_cpu():
     want = run_images(lambda D, r, f, labels: full_shape_calc_gradient_penalty(D, r, f) / LAMBDA_GP)
     for statement in _after("full_shape"):
-        penalty = _readme_penalty(statement, LAMBDA=LAMBDA_GP)
+        penalty = _doc_penalty(statement, LAMBDA=LAMBDA_GP)
         got = run_images(lambda D, r, f, labels, p=penalty: p(D, r, f) / LAMBDA_GP)
         _assert_runs_agree(got, want)
 
@@ -512,13 +481,13 @@ def run_trainer():
 def test_trainer_method_with_logged_norms_and_data_detached_inside():
     want = run_trainer()
     (statement,) = _after("trainer")
-    with _readme_patch(statement, Trainer, "_gradient_penalty", Trainer=Trainer):
+    with _doc_patch(statement, Trainer, "_gradient_penalty", Trainer=Trainer):
         got = run_trainer()
     # Without record= the log would stop after the checked first call: that is said at once.
-    no_record = re.sub(r", record=lambda .*\)$", ")", statement)
+    no_record = re.sub(r",\s*record=lambda .*\)\s*$", ")", statement, flags=re.S)
     assert "record=" not in no_record
     with pytest.warns(RuntimeWarning, match=r"self.losses\['gradient_norm'\] \(0 -> 1\)"):
-        with _readme_patch(no_record, Trainer, "_gradient_penalty", Trainer=Trainer):
+        with _doc_patch(no_record, Trainer, "_gradient_penalty", Trainer=Trainer):
             stale = run_trainer()
     assert len(stale["losses"]["gradient_norm"]) == 1
     _assert_runs_agree(got, want)
@@ -591,7 +560,7 @@ def run_conditional():
 def test_method_that_takes_the_critic_and_returns_norms():
     want = run_conditional()
     (statement,) = _after("method_with_norms")
-    with _readme_patch(statement, ConditionalWGAN, "gradient_penalty", GAN=ConditionalWGAN):
+    with _doc_patch(statement, ConditionalWGAN, "gradient_penalty", GAN=ConditionalWGAN):
         got = run_conditional()
     _assert_runs_agree(got, want)
     for g, w in zip(got["norms"], want["norms"]):
@@ -627,18 +596,18 @@ class PackedDiscriminator(nn.Module):
         return self.seq(x.view(-1, self.pacdim))
 
 
-def run_packed():
+def run_packed(disc_cls=None, pac=4, batch=16):
     torch.manual_seed(17)
     np.random.seed(17)
     device = torch.device("cpu")
-    disc = PackedDiscriminator(5).to(DT)
+    disc = (disc_cls or PackedDiscriminator)(5, pac=pac).to(DT)
     gen = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 5)).to(DT)
     opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.9))
     opt_g = torch.optim.Adam(gen.parameters(), lr=2e-4, betas=(0.5, 0.9))
     penalties = []
     for _ in range(STEPS):
-        real = torch.randn(16, 5, dtype=DT)
-        fake = gen(torch.randn(16, 3, dtype=DT))
+        real = torch.randn(batch, 5, dtype=DT)
+        fake = gen(torch.randn(batch, 3, dtype=DT))
         y_fake, y_real = disc(fake), disc(real)
         pen = disc.calc_gradient_penalty(real, fake, device, disc.pac)
         loss_d = -(torch.mean(y_real) - torch.mean(y_fake))
@@ -648,7 +617,7 @@ def run_packed():
         opt_d.step()
         penalties.append(pen.item())
         opt_g.zero_grad(set_to_none=False)
-        (-torch.mean(disc(gen(torch.randn(16, 3, dtype=DT))))).backward()
+        (-torch.mean(disc(gen(torch.randn(batch, 3, dtype=DT))))).backward()
         opt_g.step()
     return _final(penalties, disc, gen)
 
@@ -656,7 +625,7 @@ def run_packed():
 def test_packed_critic_method_with_device_and_pac():
     want = run_packed()
     (statement,) = _after("packed")
-    with _readme_patch(statement, PackedDiscriminator, "calc_gradient_penalty",
+    with _doc_patch(statement, PackedDiscriminator, "calc_gradient_penalty",
                        Discriminator=PackedDiscriminator):
         got = run_packed()
     _assert_runs_agree(got, want)
@@ -664,89 +633,3 @@ def test_packed_critic_method_with_device_and_pac():
                         detach_inputs=False):
         got = run_packed()
     _assert_runs_agree(got, want)
-
-
-# ---------------------------------------------------------------------------------------------
-# 9. README's alpha_fn table: each draw on the left against the alpha_fn (or generator) on the
-#    right, from the same random state, under both default dtypes and for both data dtypes.
-# ---------------------------------------------------------------------------------------------
-
-B, C, H, W = 6, 2, 3, 3
-_DRAW_STARTS = ("torch.rand(", "np.random.")
-
-
-def _alpha_rows():
-    rows = []
-    for left, right in ALPHA_ROWS:
-        draws = [c for c in _code(left) if c.startswith(_DRAW_STARTS)]
-        fix = _code(right)[0]
-        assert draws, f"README alpha row {left!r}: no draw to check"
-        assert fix.startswith("lambda m, like:") or fix == "generator=gen", fix
-        rows.append(pytest.param(draws, fix, id=fix[:40]))
-    return rows
-
-
-def _seed(gen):
-    torch.manual_seed(21)
-    np.random.seed(21)
-    gen.manual_seed(22)
-
-
-def _plain_penalty(critic, real, fake, alpha):
-    """The original's interpolation with its own alpha (its dtype and layout), then the penalty."""
-    a = alpha.reshape(B, *([1] * (real.dim() - 1))) if alpha.numel() == B else alpha
-    x = (a * real + (1 - a) * fake).requires_grad_(True)
-    out = critic(x)
-    (g,) = torch.autograd.grad(out, x, torch.ones_like(out), create_graph=True)
-    return ((g.reshape(B, -1).norm(2, dim=1) - 1) ** 2).mean()
-
-
-@pytest.mark.parametrize("default_dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("data_dtype", [torch.float32, torch.float64], ids=["data32", "data64"])
-@pytest.mark.parametrize("draws, fix", _alpha_rows())
-def test_readme_alpha_rows_draw_what_the_original_draws(draws, fix, data_dtype, default_dtype):
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(default_dtype)
-    try:
-        gen = torch.Generator()
-        data = torch.Generator().manual_seed(0)
-        real = torch.randn(B, C, H, W, generator=data).to(data_dtype)
-        fake = torch.randn(B, C, H, W, generator=data).to(data_dtype)
-        critic = nn.Sequential(nn.Flatten(), nn.Linear(C * H * W, 8), nn.Tanh(),
-                               nn.Linear(8, 1)).to(data_dtype)
-        kwargs = ({"generator": gen} if fix == "generator=gen"
-                  else {"alpha_fn": eval(fix, {"torch": torch, "np": np})})
-        ran = inapplicable = 0
-        for draw in draws:
-            if ".cuda()" in draw and not torch.cuda.is_available():
-                continue
-            scope = {"torch": torch, "np": np, "B": B, "C": C, "H": H, "W": W,
-                     "D": C * H * W, "device": real.device, "real": real, "gen": gen}
-            _seed(gen)
-            alpha = eval(draw, scope)
-            if isinstance(alpha, np.ndarray):  # the codes wrap it in Tensor(...) of their dtype
-                alpha = torch.from_numpy(alpha).to(data_dtype)
-            if torch.result_type(alpha, real) != data_dtype:
-                # a float64 alpha turns float32 data's interpolates into float64, which the
-                # float32 critic refuses: the original cannot run in this combination either
-                inapplicable += 1
-                continue
-            want = _plain_penalty(critic, real, fake, alpha.to(real.device))
-            streams = (torch.rand(2), np.random.random(2), torch.rand(2, generator=gen))
-            _seed(gen)
-            if "alpha_fn" in kwargs:
-                mine = kwargs["alpha_fn"](B, real).reshape(B, -1)[:, 0]
-                assert torch.equal(mine.to(data_dtype).cpu(),
-                                   alpha.reshape(B, -1)[:, 0].to(data_dtype).cpu()), draw
-                _seed(gen)
-            got = drop_in_penalty(critic, real, fake, lambda_gp=1.0, **kwargs)
-            after = (torch.rand(2), np.random.random(2), torch.rand(2, generator=gen))
-            assert all(np.array_equal(np.asarray(a), np.asarray(b))
-                       for a, b in zip(after, streams)), f"{draw}: other random streams after"
-            rtol = 1e-5 if data_dtype == torch.float32 else 1e-12
-            torch.testing.assert_close(got, want, rtol=rtol, atol=0, msg=draw)
-            ran += 1
-        assert ran or (inapplicable and default_dtype != data_dtype), (
-            f"none of {draws} can run here")
-    finally:
-        torch.set_default_dtype(before)

@@ -38,9 +38,16 @@ LIBRARIES = {"cpu": "_C", "cuda": "_C_cuda"}
 # The oldest torch whose LibTorch stable ABI the libraries are built for (setup.py).
 MIN_TORCH = (2, 10)
 
-_BUILD_HINT = (
-    "reinstall from the source tree with `pip install --no-build-isolation -e .` "
-    "(see README, 'Install')"
+# The advice of the errors, for an install from a wheel as for a source checkout.
+_REINSTALL_HINT = (
+    "reinstall wgangp_fast: `pip install --force-reinstall --no-deps <the wgangp_fast wheel>`, or "
+    "in a source checkout `pip install --no-build-isolation -e .`"
+)
+_CUDA_BUILD_HINT = (
+    "the CUDA library is built from the sources, on a machine with a CUDA toolkit (nvcc; "
+    "CUDA_HOME) and a CUDA build of torch (no GPU needed): in a source checkout, "
+    "`WGANGP_FAST_FORCE_CUDA=1 pip install --no-build-isolation -e .`, or "
+    "`WGANGP_FAST_WHEEL_CUDA=1 make wheel` for a wheel that holds it"
 )
 
 
@@ -93,7 +100,7 @@ def _load_library(name: str) -> Library:
     (the libraries hold no Python module: they are built on the stable ABI, without Python's C API)."""
     path = _library_path(name)
     if path is None:
-        return Library(name, None, f"the package holds no wgangp_fast/{name} library (not built)")
+        return Library(name, None, f"the package holds no wgangp_fast/{name} library: it was not built")
     try:
         torch.ops.load_library(path)
     except (OSError, RuntimeError) as err:
@@ -134,9 +141,7 @@ def _fix_hint(backend: str = "cpu") -> str:
     if _torch_too_old():
         return (f"the compiled libraries need torch >= {MIN_TORCH[0]}.{MIN_TORCH[1]} (this is "
                 f"{torch.__version__}): upgrade torch")
-    return ("reinstall wgangp_fast for this torch: a wheel built for torch >= 2.10 (`pip install "
-            "--force-reinstall --no-deps wgangp_fast-*.whl`), or `pip install -e .` in the source "
-            "tree (README, 'Install')")
+    return f"{_REINSTALL_HINT} (any wgangp_fast wheel serves torch >= 2.10)"
 
 
 # The backends whose library failures have been reported, so each is reported once a process.
@@ -191,7 +196,7 @@ def backend_status() -> dict:
     cuda = _cuda_extension()
     gpu = torch.cuda.is_available()
     if cuda.path is None:
-        status["cuda"] = f"not compiled with CUDA ({cuda.error}); {_BUILD_HINT} with a CUDA toolkit"
+        status["cuda"] = f"not compiled with CUDA ({cuda.error}); {_CUDA_BUILD_HINT}"
     elif not cuda.loaded:
         status["cuda"] = f"compiled, but does not load: {cuda.error}; {_fix_hint('cuda')}"
     elif not gpu:
@@ -211,7 +216,7 @@ def backend_status() -> dict:
     if cpu.loaded:
         status["cpu"] = "available (CPU tensors)"
     elif cpu.path is None:
-        status["cpu"] = f"not built ({cpu.error}); {_BUILD_HINT}"
+        status["cpu"] = f"not built ({cpu.error}); {_REINSTALL_HINT}"
     else:
         status["cpu"] = f"compiled, but does not load: {cpu.error}; {_fix_hint()}"
     status["reference"] = "available (any device, plain PyTorch ops)"
@@ -230,15 +235,14 @@ def _usable(name: str, device: torch.device) -> str:
     if name == "cpu":
         lib = _cpu_extension()
         if lib.path is None:
-            return f"the cpu backend is not built ({lib.error}); {_BUILD_HINT}"
+            return f"the cpu backend is not built ({lib.error}); {_REINSTALL_HINT}"
         if not lib.loaded:
             return f"the cpu backend's library does not load: {lib.error}; {_fix_hint()}"
         return "" if device.type == "cpu" else f"the cpu backend takes CPU tensors, got {device}"
     if name == "cuda":
         lib = _cuda_extension()
         if lib.path is None:
-            return (f"wgangp_fast was not compiled with CUDA ({lib.error}); {_BUILD_HINT} on a "
-                    "machine with a CUDA toolkit (CUDA_HOME) and a CUDA build of torch")
+            return f"wgangp_fast was not compiled with CUDA ({lib.error}); {_CUDA_BUILD_HINT}"
         if not lib.loaded:
             return f"the cuda backend's library does not load: {lib.error}; {_fix_hint('cuda')}"
         return "" if device.type == "cuda" else f"the cuda backend takes CUDA tensors, got {device}"
@@ -259,8 +263,18 @@ def _usable(name: str, device: torch.device) -> str:
 _RESOLVED: dict = {}
 
 
+def _constant_under_compile(fn):
+    """torch.compiler.assume_constant_result(fn) without importing torch._dynamo (which doubles
+    the time of `import torch`) before anything compiles. That decorator only sets a flag on fn
+    that dynamo reads when it traces; tests/test_import.py holds this copy to the flags it sets."""
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True
+    return fn
+
+
 # Under torch.compile the choice is made once, at trace time, and baked into the graph.
-@torch.compiler.assume_constant_result
+@_constant_under_compile
 def resolve(backend, device: torch.device) -> str:
     """The concrete backend for tensors on `device`: checks an explicit choice, picks for "auto"."""
     key = (backend, device.type, os.environ.get(ENV_VAR) if backend in ("auto", None) else None)

@@ -45,17 +45,25 @@ def _budget(device: torch.device, kind: str, quick: bool, repeats: int | None,
     return b
 
 
-def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+# Where `wgangp-fast bench` writes unless --out says: a folder of the current directory, named
+# in its output (the repository's benchmarks/run.py passes its own benchmarks/results).
+DEFAULT_OUT = "wgangp_fast_bench"
+
+
+def build_parser(prog: str | None = None,
+                 default_out: str | os.PathLike = DEFAULT_OUT) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog or "wgangp-fast bench", description="Benchmark the fused gradient-penalty ops and critic steps "
                                "against the eager code they replace; writes "
-                               "<out>/<device>-<yyyymmdd>.csv/.md/.png.")
+                               "OUT/<device>-<yyyymmdd>.csv/.md/.png (a later run of the same "
+                               "day merges its rows into them).")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: cuda when a GPU is visible (default: %(default)s)")
     p.add_argument("--suite", choices=("ops", "steps", "all"), default="all")
     p.add_argument("--quick", action="store_true",
                    help="fewer sizes and rounds (CPU ops: 1 and 16 MiB)")
-    p.add_argument("--out", default="benchmarks/results", help="results folder")
+    p.add_argument("--out", metavar="DIR", type=Path, default=Path(default_out),
+                   help="results folder, made if missing (default: %(default)s)")
     p.add_argument("--sizes", type=float, nargs="+", metavar="MIB",
                    help="op sizes in MiB per tensor (default CPU: 1 16 64; GPU: 1 4 16 64 256 "
                         "1024)")
@@ -68,7 +76,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--critics", nargs="+", choices=CRITICS, default=list(CRITICS))
     p.add_argument("--modes", nargs="*", choices=STEP_MODES, default=list(STEP_MODES),
                    help="CriticStep / TrainStep modes of the step suite (default: all that run "
-                        "on the device; the graph modes need CUDA; none: only the seed loop)")
+                        "on the device; the graph modes need CUDA; none: only the reference loop)")
     p.add_argument("--iterations", action=argparse.BooleanOptionalAction, default=None,
                    help="also time whole training iterations (5 critic steps + a generator "
                         "step); default on for CUDA, off for the CPU")
@@ -88,8 +96,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         "CSV (e.g. one from another machine), keeping the markdown's notes")
     return p
 
-def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    args = build_parser(prog).parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None,
+         default_out: str | os.PathLike = DEFAULT_OUT) -> int:
+    args = build_parser(prog, default_out).parse_args(argv)
     if args.render is not None:
         if not args.render.is_file():
             raise SystemExit(f"--render: no such results CSV: {args.render}")
@@ -124,14 +133,16 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
     day = _dt.date.today()
     meta = Meta(device_label(device), day.isoformat(), torch.__version__, triton_version())
-    out = Path(args.out)
+    out = args.out.resolve()
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out {args.out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     stem = file_stem(meta.device, day)
     failures: List[str] = []
     backends = op_backends(device, failures)
     notes = [f"Threads: torch.get_num_threads() = {torch.get_num_threads()}. "
              f"Op backends on this device: {', '.join(backends)} "
-             f"(`reference`: the eager seed-000 formulas). Clock: "
+             f"(`reference`: CTGAN's penalty formulas, eager). Clock: "
              + ("CUDA events around each call, which starts on an idle GPU (host overhead "
                 "included)." if device.type == "cuda" else
                 "cpu (CPU time of the one compute thread)." if args.clock == "cpu" else
@@ -176,12 +187,15 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     csv_path = out / f"{stem}.csv"
     merged = merge_rows(read_csv(csv_path) if csv_path.exists() else [], rows)
     write_csv(csv_path, merged)
-    cmd = " ".join(["python benchmarks/run.py"] + list(argv if argv is not None else sys.argv[1:]))
+    cmd = " ".join([prog or "wgangp-fast bench"]
+                   + list(argv if argv is not None else sys.argv[1:]))
     notes.append(f"Latest command: `{cmd}`.")
     text = markdown(merged, notes)
     (out / f"{stem}.md").write_text(text + "\n")
-    if not args.no_plot:
-        _chart(merged, out / f"{stem}.png")
+    written = [csv_path, out / f"{stem}.md"]
+    if not args.no_plot and _chart(merged, out / f"{stem}.png"):
+        written.append(out / f"{stem}.png")
     print()
     print(text)
+    print("results: " + ", ".join(str(p) for p in written))
     return 0

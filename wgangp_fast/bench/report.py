@@ -110,7 +110,7 @@ def markdown(rows: Sequence[Dict[str, str]], notes: Sequence[str] = ()) -> str:
             "Times in ms: median [p20–p80]. GB/s: necessary traffic (interpolate 3b, "
             "penalty_forward b, penalty_backward 2b, roundtrip 6b per element) / median; "
             "% copy: of a device copy of the same size measured in the same run (read + write). "
-            "Speed-up: the eager seed-000 code (`reference`) median / this median. Peak: memory "
+            "Speed-up: the eager reference code (`reference`, CTGAN's formulas) median / this median. Peak: memory "
             "one call allocates beyond its inputs.",
             "",
         ]
@@ -142,7 +142,7 @@ def markdown(rows: Sequence[Dict[str, str]], notes: Sequence[str] = ()) -> str:
             "## Critic steps",
             "",
             "One critic step: forward on real and fake, penalty, backward, Adam step. "
-            "a = `reference` (the seed code's penalty), b = `wgangp_fast` (gradient_penalty as a "
+            "a = `reference` (the eager penalty code it replaces), b = `wgangp_fast` (gradient_penalty as a "
             "drop-in in the same loop), c = `no_penalty`. Times in ms: median [p20–p80]. "
             "a/b: speed-up of the step; b/c and a/c: step time with the penalty over without; "
             "(a-c)/(b-c): speed-up of the penalty's share of the step. Peak MiB: a / b / c.",
@@ -169,7 +169,7 @@ def markdown(rows: Sequence[Dict[str, str]], notes: Sequence[str] = ()) -> str:
             "",
             "Median ms of one critic step (`<critic>`) or one training iteration of 5 critic "
             "steps and a generator step (`<critic>-iteration`), and in brackets the speed-up "
-            "over `reference` (the seed code's step). `eager`, `compile`, `graph`, "
+            "over `reference` (the eager penalty code's step). `eager`, `compile`, `graph`, "
             "`compile+graph`: wgangp_fast.CriticStep / TrainStep in that mode. Setup: seconds "
             "before the first timed call (compiling; the graph modes' warm-up and capture).",
             "",
@@ -240,7 +240,7 @@ def plot(rows: Sequence[Dict[str, str]], path: Path) -> bool:
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(modes))])
         ax.set_xticklabels(labels, fontsize=7)
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_ylabel("speed-up over the seed code's step (x)")
+        ax.set_ylabel("speed-up over the reference step (x)")
         ax.set_yscale("log" if max(max(m["speedup"].values()) for m in modes) > 5 else "linear")
         ax.set_title("critic steps and iterations by mode")
         ax.legend(fontsize=7)
@@ -250,12 +250,14 @@ def plot(rows: Sequence[Dict[str, str]], path: Path) -> bool:
     plt.close(fig)
     return True
 
-def _chart(rows: Sequence[Dict[str, str]], path: Path) -> None:
-    """plot(rows, path), or a note on stderr where matplotlib is missing."""
+def _chart(rows: Sequence[Dict[str, str]], path: Path) -> bool:
+    """plot(rows, path) and True, or a note on stderr and False where matplotlib is missing."""
     if importlib.util.find_spec("matplotlib") is None:
-        print("no chart: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
-    else:
-        plot(rows, path)
+        print("no chart: matplotlib is not installed (pip install 'wgangp_fast[bench]')",
+              file=sys.stderr)
+        return False
+    plot(rows, path)
+    return True
 
 def _preamble(md_path: Path) -> List[str]:
     """The note lines of an existing results markdown (between its title and first section)."""

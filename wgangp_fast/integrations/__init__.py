@@ -5,25 +5,30 @@
 - `patch_method(cls)` / `unpatch_method(cls)`: the same for any class whose
   `calc_gradient_penalty(self, real_data, fake_data, device, pac, lambda_)` computes CTGAN's penalty.
 - `patch_method(cls, name, lambda_gp=..., critic=..., ...)`: any other penalty method, its
-  layout (where the critic, data and lambda are, what it returns or records) given by options.
+  layout (where the critic, data and lambda are, how alpha and the norm are grouped, what it
+  returns or records) given by options.
 - `drop_in_penalty(critic, real, fake, *inputs, lambda_gp=..., **critic_kwargs)`: the function
   to call where a code calls its own penalty function (no device argument).
+
+Files: `patching` (the registry and handles), `ctgan_signature` and `layout` (the two patch
+strategies), `first_call` (the check of a patched method's first call), `methods` (the public
+patch functions), `dropin`, `ctgan`, `seeds`. docs/porting.md shows each on real codes.
 - `wgangp_fast.integrations.seeds`: `compute_gradient_penalty`, `gradient_penalty` and
   `WassersteinGANLoss` with the seed codes' signatures.
 """
 
 from __future__ import annotations
 
-from . import ctgan, dropin, generic, seeds
+from . import ctgan, dropin, seeds
+from .ctgan_signature import fused_calc_gradient_penalty
 from .dropin import drop_in_penalty
-from .generic import (
+from .layout import MethodLayout
+from .methods import patch_method, patched_method
+from .patching import (
     IncompatibleSignatureError,
-    MethodLayout,
     PatchHandle,
-    fused_calc_gradient_penalty,
+    get_handle,
     is_patched,
-    patch_method,
-    patched_method,
     unpatch_method,
 )
 
@@ -35,7 +40,7 @@ __all__ = [
     "drop_in_penalty",
     "dropin",
     "fused_calc_gradient_penalty",
-    "generic",
+    "get_handle",
     "is_patched",
     "patch_method",
     "patched_method",

@@ -13,8 +13,8 @@ Safety: the installed CTGAN's method must have the signature this was written ag
 `(self, real_data, fake_data, device='cpu', pac=10, lambda_=10)` (as in CTGAN 0.12.1), or
 `patch()` raises `IncompatibleSignatureError`. Patching twice with the same options warns and
 does nothing; with other options it raises ValueError. `unpatch()` restores the original function
-object itself. With `verify=True` (the default) the first patched call is also checked against the
-original method on a copy of the RNG state.
+object itself. With `verify=True` (the default) the first patched call runs CTGAN's own method for
+real and checks the fused penalty against it (`first_call`).
 """
 
 from __future__ import annotations
@@ -24,15 +24,16 @@ import importlib
 import warnings
 from typing import Iterator
 
-from .generic import (
+from .ctgan_signature import builder
+from .patching import (
     IncompatibleSignatureError,
     PatchHandle,
-    _patch,
-    _validate_options,
     get_handle,
+    validate_options,
 )
-from .generic import is_patched as _is_patched
-from .generic import unpatch_method as _unpatch_method
+from .patching import is_patched as _is_patched
+from .patching import patch as _patch_class
+from .patching import unpatch_method as _unpatch_method
 
 __all__ = ["CTGAN_DEFAULTS", "IncompatibleSignatureError", "discriminator_class", "handle", "is_patched",
            "patch", "patched", "unpatch"]
@@ -66,7 +67,7 @@ def _ctgan_version() -> str:
 def _patch_ctgan(options: dict):
     cls = discriminator_class()
     try:
-        return _patch(cls, METHOD, options, defaults=CTGAN_DEFAULTS)
+        return _patch_class(cls, METHOD, options, builder(options["backend"], CTGAN_DEFAULTS))
     except IncompatibleSignatureError as exc:
         raise IncompatibleSignatureError(
             f"cannot patch CTGAN {_ctgan_version()}: {exc}") from None
@@ -76,10 +77,10 @@ def patch(*, backend: str = "auto", verify: bool = True) -> PatchHandle:
     """Make every CTGAN Discriminator use the fused penalty; returns the handle.
 
     backend: wgangp_fast backend ("auto" picks the fastest for the data's device).
-    verify: compare the first call with the original method (on a copy of the RNG state).
+    verify: check the first call against the original method, which runs for real.
     Already patched with the same options: RuntimeWarning, nothing changes.
     """
-    handle, _ = _patch_ctgan(_validate_options(backend, verify))
+    handle, _ = _patch_ctgan(validate_options(backend, verify))
     return handle
 
 
@@ -101,7 +102,7 @@ def handle() -> PatchHandle | None:
 @contextlib.contextmanager
 def patched(*, backend: str = "auto", verify: bool = True) -> Iterator[PatchHandle]:
     """`with wgf_ctgan.patched(): model.fit(data)`. A patch made before the block stays."""
-    options = _validate_options(backend, verify)
+    options = validate_options(backend, verify)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         h, created = _patch_ctgan(options)

@@ -36,7 +36,7 @@ def _seed_penalty(critic, real: Tensor, fake: Tensor, device, lambda_gp) -> Tens
             f"(critic, real, fake, device). For another code's penalty function (a conditional "
             f"critic's labels, no device argument, a numpy alpha) call "
             f"wgangp_fast.drop_in_penalty(critic, real, fake, *inputs, lambda_gp=...) instead "
-            f"(README, 'Porting your code')")
+            f"(docs/porting.md)")
     alpha = torch.rand(real.shape[0], device=device)
     return _fused_penalty(critic, real, fake, lambda_gp=lambda_gp,
                           alpha=alpha.to(real.device), detach_inputs=False)

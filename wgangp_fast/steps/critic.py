@@ -53,6 +53,7 @@ class CriticStep(StepBase):
     torch.float16: the forwards and the penalty under torch.autocast) give mixed precision.
 
     Matching a training code:
+
     - alpha_fn(m, like) draws the interpolation weights as the code does (numpy, the CPU RNG then
       .to(device): see gradient_penalty); in eager mode at the point the code draws them (after
       the critic's forwards on real and fake), in the other modes before the step, outside the

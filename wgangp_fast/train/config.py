@@ -47,40 +47,8 @@ RESUMABLE = frozenset({"steps", "out_dir", "checkpoint_every", "device", "backen
                        "n_eval_samples", "step_mode", "log_every", "sample_every", "tensorboard",
                        "lr_decay_steps"})
 
-# Per-dataset settings that differ from the seed defaults, each kept because measured CPU runs of
-# a few minutes scored better with it (wgangp_fast.train.metrics; README, "Train a WGAN-GP"):
-# - 2-D mixtures: lambda 0.1 and Adam betas (0.5, 0.9), as in the WGAN-GP authors' toy code (a
-#   steeper critic pulls samples into the tight modes faster), and a linear lr decay to 0, which
-#   removes the parameter jitter that otherwise smears the modes.
-# - ring8 / grid25: a 2-D latent, as in the authors' toy code (a continuous generator stretches its
-#   latent over the gaps between modes; grid25 after 1500 steps: 16/25 modes against 8/25 from a
-#   100-D latent), an lr 8-20x higher, and no BatchNorm in the generator: sampling uses its running
-#   statistics, which blur modes of std 0.02 (ring8: 89% high-quality samples with batch
-#   statistics, 75-79% with the running ones, 64-86% recomputed for the final weights). So set,
-#   ring8 reached 91.4% (5000 steps) and 95.1% (3000), grid25 25/25 modes (2026-11-22); with the
-#   100-D latent, dropping BatchNorm had cost ring8 (35% against 62% after 3000 steps).
-# - grid25 (until 2026-12-03): hidden width 128. Re-measured on 2026-12-02 (same code, another
-#   result: see the README), width 64 covered 17/25 and 23/25 modes (seeds 42, 1); 128 covered
-#   25/25 at seeds 42, 1, 2, 3 (81-93% high-quality samples) for 2.5x the time; lambda 1 instead
-#   (same time) covered 25/25 at seeds 42 and 1 but 20-21/25 at 2 and 3, and lr 1e-3 5/25, 3/25.
-# - ring8: batch 512 and a 100-step lr warm-up (2026-12-03, 3000 steps, seeds 42 and 1-6,
-#   benchmarks/quality.py): 8/8 modes at every seed, high-quality share median 93.5%, worst 76.8%,
-#   where batch 256 for 5000 steps gave 77-90% at four seeds and 7/8 modes at seed 42; lr 7e-3
-#   without the warm-up killed the generator in its first two steps at one seed.
-# - ring8: He's init, 1800 steps and an EMA of the generator (decay 0.999) (2026-12-03, seeds 42
-#   and 1-6): 95.4-97.6% high-quality samples, 8/8 modes, at every seed in 2 minutes. N(0, 0.02)
-#   without BatchNorm starts the generator's samples within 1e-4 of the origin, and the lr of
-#   1e-2 that escapes that start sits near the edge: with the old init, beta2 0.99 killed the
-#   generator in its first ten steps at one seed, the EMA at 1800 steps gave 74.2% at another.
-# - grid25: He's init at width 64 (2026-12-03, seeds 42 and 1-6): 25/25 modes at every seed,
-#   87.0-91.4% high-quality samples, in 3.5-6 minutes a run where width 128 took 8; with the
-#   N(0, 0.02) init width 64 had covered 17/25 and 23/25 (the generator starts at the origin).
-# - csv: 2000 steps (2026-12-07, benchmarks/table_quality.py: a log-normal income column under
-#   the mode-specific normalisation): at 1000 steps its 95th percentile came out 30% high at
-#   seed 42 (10% at seed 1); 2000 steps brought it to 6%.
-# - EMA elsewhere: with the decay to 0 and the old init the averaged generator was no better
-#   (ring8, 3000 steps: 72.6% against 78.1% without); it pays off with a constant lr (ring8, lr
-#   4e-3, 1500 steps: 70% against 14%).
+# Per-dataset settings that differ from the defaults, each kept because it measured better over
+# seeds; what each buys and how it was found: docs/presets.md.
 _TOY = {"batch_size": 256, "hidden_dim": 64, "lr": 5e-4, "beta1": 0.5, "lambda_gp": 0.1,
         "lr_decay": "linear"}
 DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
