@@ -20,9 +20,11 @@
        `train` on a dataset the package makes (ring8, grid25, swissroll, digits) for 2 more
        steps than its checkpoint holds, 500 evaluation samples, one thread, no progress bar;
        `bench` on the CPU, with one 64 KiB size, one timed round, the mlp28 critic, no chart.
+       `sample` of a run a command above it in the block trained, at most 500 samples.
        The run must exit 0. Not run, only parsed: data files the block does not make (--csv,
-       --images, --mnist, --data), `--resume` with no checkpoint from the block, torchrun
-       (several processes), `--device cuda` (no GPU here), `--help`, a command with `...`.
+       --images, --mnist, --data), `--resume` or `sample` with no checkpoint from the block,
+       torchrun (several processes), `--device cuda` (no GPU here), `--help`, a command with
+       `...`.
   `make`, `pip`, `git`, `cd`, `export` and every other command are not run: they set up a
   machine, which the tests cannot redo per block.
 
@@ -284,6 +286,10 @@ def _why_not_run(cmd: Command, ns, sub: str, cwd: Path) -> str:
         return "--device cuda (no GPU here)"
     if sub == "bench":
         return "" if ns.render is None else "--render reads a results file the block does not make"
+    if sub == "sample":
+        source = cwd / ns.source
+        found = source.is_file() or (source / "checkpoint.pt").is_file()
+        return "" if found else "sample of a run no command above it in the block trained"
     data = [flag for flag in ("csv", "images", "mnist", "data_path") if getattr(ns, flag, None)]
     if data:
         return f"--{data[0].replace('_path', '')} names a data file the block does not make"
@@ -302,6 +308,8 @@ def _shortened(cmd: Command, ns, sub: str, cwd: Path) -> List[str]:
     if sub == "bench":
         return argv + ["--device", "cpu", "--sizes", "0.0625", "--repeats", "1", "--threads",
                        "1", "--critics", "mlp28", "--no-plot"]
+    if sub == "sample":
+        return argv + ["-n", str(min(ns.n, 500)), "--threads", "1"]
     steps = 2
     if ns.resume:
         import torch
