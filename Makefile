@@ -19,7 +19,7 @@ $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip setuptools wheel
 	$(BIN)/pip install "$(TORCH_SPEC)"
-	$(BIN)/pip install ninja pytest pytest-benchmark scipy scikit-learn matplotlib tqdm psutil ctgan ruff
+	$(BIN)/pip install ninja pytest pytest-benchmark scipy scikit-learn matplotlib tqdm psutil ctgan ruff tensorboard
 	# the images and metrics extras (torchvision pinned to the build of torch 2.14.1)
 	$(BIN)/pip install torchvision==0.29.1 "torchmetrics>=1.0" "torch-fidelity>=0.3"
 	touch $@

@@ -4,6 +4,8 @@
     wgangp-fast train --dataset grid25 --steps 4000 --out runs/grid25
     wgangp-fast train --csv table.csv --pac 10 --out runs/table
     wgangp-fast train --out runs/ring8 --resume --steps 6000
+    wgangp-fast train --data table.csv --sample-every 200 --tensorboard --out runs/table
+    wgangp-fast sample runs/ring8 -n 10000 --out ring8.npy   # samples in the data's units
     wgangp-fast train --precision bf16 --gp-every 4 --lazy-adam-correction
     torchrun --nproc_per_node 2 -m wgangp_fast train --dataset grid25   # data parallel
     wgangp-fast bench --help                           # the benchmark suite
@@ -48,7 +50,8 @@ _PARSERS = {"int>=0": _non_negative_int, "int>=1": _positive_int, "number>0": _p
             "number>=0": _non_negative_float}
 
 
-def _missing_extras(args: argparse.Namespace, dataset: str | None) -> str:
+def _missing_extras(args: argparse.Namespace, dataset: str | None,
+                    table_transform: str = "mode") -> str:
     """'' when every optional package this run needs imports, else an error naming them (checked
     before training: the pictures and metrics need them after it)."""
     needs = [("matplotlib", "the pictures samples.png and curves.png"),
@@ -57,6 +60,8 @@ def _missing_extras(args: argparse.Namespace, dataset: str | None) -> str:
         needs.append(("tqdm", "the progress bar, or pass --no-progress"))
     if dataset == "digits":
         needs.append(("sklearn", "the bundled digits and their classifier metrics"))
+    if dataset == "csv" and table_transform == "mode":
+        needs.append(("sklearn", "the Gaussian mixtures of --table-transform mode"))
     missing = [f"{module} ({why})" for module, why in needs
                if importlib.util.find_spec(module) is None]
     if not missing:
@@ -106,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wgangp-fast",
         description="Train WGAN-GP models with the fused gradient penalty, or run the benchmarks.")
-    sub = parser.add_subparsers(dest="command", metavar="{train,bench}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,bench}")
     sub.required = True
     sub.add_parser("bench", help="run the benchmark suite (wgangp-fast bench --help)",
                    add_help=False)
@@ -139,7 +144,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (1 is fastest for the small 2-D models on a busy "
                         "machine)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_sample_parser(sub)
     return parser
+
+
+def _add_sample_parser(sub) -> None:
+    from .train.sampling import FORMATS
+
+    s = sub.add_parser(
+        "sample", help="draw samples from a trained run, in the data's own units",
+        description="N samples of a trained run (its output folder or checkpoint file; the "
+                    "data file need not be there), in the data's units and format: .npy (uint8 "
+                    "[N, H, W, C] images, float32 points), .csv (a table with its columns), "
+                    ".png (one picture: an image grid, a point cloud, column histograms) or a "
+                    "folder (one PNG per image). From the averaged generator where the run kept "
+                    "one.")
+    s.add_argument("source", metavar="RUN_OR_CHECKPOINT",
+                   help="a run's output folder, or a checkpoint.pt")
+    s.add_argument("-n", type=_positive_int, required=True, metavar="N",
+                   help="how many samples")
+    s.add_argument("--out", required=True, metavar="PATH",
+                   help="where: its suffix picks the format (.npy, .csv, .png; none: a folder)")
+    s.add_argument("--format", choices=FORMATS, help="npy, csv, png (a folder of PNG files) or "
+                                                     "grid (one PNG), instead of --out's suffix")
+    s.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the latents (default 0)")
+    s.add_argument("--no-ema", action="store_true",
+                   help="the trained weights, not their moving average (runs with --ema-decay)")
+    s.add_argument("--batch", type=_positive_int, default=1024, metavar="B",
+                   help="samples generated at a time (default 1024)")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    s.add_argument("--threads", type=_positive_int, help="torch CPU threads")
 
 
 def _error(msg: str) -> int:
@@ -153,6 +188,8 @@ _SOURCES = (("csv", "csv"), ("images", "images"), ("mnist", "mnist"),
 
 
 def _overrides(args: argparse.Namespace) -> dict:
+    from .train.data import dataset_for_path
+
     sources = [(flag, name) for flag, name in _SOURCES if getattr(args, flag.replace("-", "_"))]
     if len(sources) > 1:
         raise ValueError("give only one of " + ", ".join(f"--{f}" for f, _ in _SOURCES))
@@ -164,25 +201,44 @@ def _overrides(args: argparse.Namespace) -> dict:
         if args.data_path is not None:
             raise ValueError(f"give the path once: --{flag} PATH or --data PATH")
         values["dataset"], values["data_path"] = name, getattr(args, flag.replace("-", "_"))
+    elif args.data_path is not None and args.dataset is None and not args.resume:
+        # --data alone: the file dataset its name says (a .csv table, .npy / .npz images)
+        values["dataset"] = dataset_for_path(args.data_path)
     if values["categorical"] is not None:
         values["categorical"] = tuple(values["categorical"])
     return {k: v for k, v in values.items() if v is not None}
 
 
+# metrics.json's entries that describe the run rather than its samples
+_RUN_KEYS = ("dataset", "model", "method", "steps", "critic_iters", "train_seconds",
+             "steps_per_second", "device", "world_size", "precision", "step_mode", "gp_every",
+             "ema_decay", "amp_skipped_steps", "final_wasserstein_estimate", "final_gp",
+             "n_samples", "min_count")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _quality(metrics: dict) -> dict:
+    """The sample-quality figures metrics.json holds (its numbers that are not about the run),
+    whatever the dataset measures."""
+    return {k: v for k, v in metrics.items() if _is_number(v) and k not in _RUN_KEYS}
+
+
 def _summary(metrics: dict) -> str:
-    keys = ("modes_covered", "modes_total", "high_quality_share", "w1_exact", "w1_exact_real",
-            "sliced_w1", "classes_covered", "confident_share", "frechet_distance",
-            "frechet_distance_real_halves", "fid", "kid_mean", "kid_std",
-            "inception_score_mean", "final_wasserstein_estimate", "final_gp",
-            "train_seconds", "steps_per_second")
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    lines = [f"  {k:30s} {fmt(metrics[k])}" for k in keys if metrics.get(k) is not None]
+    shown = dict(_quality(metrics))
+    shown.update({k: metrics[k] for k in ("final_wasserstein_estimate", "final_gp",
+                                          "train_seconds", "steps_per_second")
+                  if _is_number(metrics.get(k))})
+    lines = [f"  {k:30s} {fmt(v)}" for k, v in shown.items()]
     raw = metrics.get("raw_generator")
     if raw:
-        shown = ", ".join(f"{k} {fmt(raw[k])}" for k in keys[:10] if raw.get(k) is not None)
-        lines.append(f"  without EMA (trained weights): {shown}")
+        figures = ", ".join(f"{k} {fmt(v)}" for k, v in _quality(raw).items())
+        lines.append(f"  without EMA (trained weights): {figures}")
     return "\n".join(lines)
 
 
@@ -227,16 +283,24 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         WGANGPTrainer,
         lock_output_folder,
     )
-    from .train.config import RESUMABLE
+    from .train.config import RESUMABLE, check_used
+    from .train.logs import missing_tensorboard
 
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         values = _overrides(args)
         dataset = values.get("dataset", "ring8")
-        missing = _missing_extras(args, None if args.resume else dataset)
+        missing = _missing_extras(args, None if args.resume else dataset,
+                                  values.get("table_transform", "mode"))
         if missing:
             raise ValueError(missing)
+        if values.get("tensorboard") and missing_tensorboard():
+            raise ValueError(missing_tensorboard())
+        if not args.resume:
+            # every flag given must be one this run uses: refused here, before any work
+            check_used(WGANGPConfig.for_dataset(dataset, **{k: v for k, v in values.items()
+                                                            if k != "dataset"}), values)
         out = args.out or os.path.join("runs", dataset)
         if os.path.exists(out) and not os.path.isdir(out):
             raise ValueError(f"--out {out} exists and is not a folder")
@@ -255,7 +319,8 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             if not os.path.isfile(ckpt):
                 raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
             saved = WGANGPTrainer.read_checkpoint(ckpt)["config"]
-            missing = _missing_extras(args, saved.get("dataset"))
+            missing = _missing_extras(args, saved.get("dataset"),
+                                      saved.get("table_transform", "mode"))
             if missing:
                 raise ValueError(missing)
             clash = sorted(k for k, v in values.items()
@@ -265,6 +330,8 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 raise ValueError(f"--resume continues the saved run; these settings differ from "
                                  f"the checkpoint's and cannot change: {', '.join(clash)}")
             resumable = {k: v for k, v in values.items() if k in RESUMABLE}
+            check_used(dataclasses.replace(WGANGPConfig.from_dict(saved), **resumable),
+                       resumable)
             trainer = WGANGPTrainer.from_checkpoint(ckpt, out_dir=out, **resumable)
             if trainer.step >= trainer.config.steps:
                 print(f"checkpoint {ckpt} is already at step {trainer.step} (>= --steps "
@@ -292,7 +359,9 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                           f", gp every {cfg.gp_every}" if cfg.gp_every > 1 else "",
                           f", EMA {cfg.ema_decay}" if cfg.ema_decay > 0 else "",
                           f", conditional on {len(trainer.class_names)} classes"
-                          if trainer.class_names else ""])
+                          if trainer.class_names else "",
+                          f", lr decaying to 0 at step {cfg.decay_horizon()}"
+                          if cfg.decay_horizon() is not None else ""])
         print(f"training {cfg.dataset} ({trainer.model_kind} models, method {cfg.method}, "
               f"{cfg.steps} steps, batch {cfg.batch_size}, pac {cfg.pac}, n_critic "
               f"{cfg.n_critic}, lr {cfg.lr}{extras}) on {trainer.device}{ranks}; output in {out}"
@@ -321,16 +390,40 @@ def _train_run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         print(f"done: {trainer.step} steps in {trainer.train_seconds:.1f} s"
               + (f" (step mode {trainer.step_mode})" if cfg.step_mode != "eager" else ""))
         print(_summary(metrics))
+        extra = "".join([", samples.csv" if cfg.dataset == "csv" else "",
+                         ", samples_labels.npy" if trainer.class_names else "",
+                         ", classes/ (a grid per class)"
+                         if trainer.class_names and trainer.dataset.kind == "image" else "",
+                         ", samples/" if cfg.sample_every else "",
+                         ", tensorboard/" if cfg.tensorboard else ""])
         print(f"outputs in {out}/: samples.png, curves.png, samples.npy, metrics.json, "
-              f"history.csv, config.json, {CHECKPOINT_NAME}"
-              + (", samples.csv" if cfg.dataset == "csv" else "")
-              + (", samples_labels.npy" if trainer.class_names else "")
-              + (", classes/ (a grid per class)" if trainer.class_names
-                 and trainer.dataset.kind == "image" else ""))
-        print(json.dumps({k: metrics[k] for k in ("modes_covered", "high_quality_share",
-                                                   "classes_covered", "frechet_distance",
-                                                   "fid", "kid_mean")
-                          if k in metrics}))
+              f"history.csv, config.json, {CHECKPOINT_NAME}{extra}")
+        print(json.dumps(_quality(metrics)))
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    """`wgangp-fast sample`: N samples of a trained run written to --out."""
+    import torch
+
+    from .train import CheckpointError
+    from .train.sampling import checkpoint_of, sample, sample_format
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        path = checkpoint_of(args.source)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        kind = (state.get("data") or {}).get("kind") if isinstance(state, dict) else None
+        fmt = sample_format(args.out, kind or "points", args.format)
+        written = sample(args.source, args.n, args.out, seed=args.seed, ema=not args.no_ema,
+                         batch_size=args.batch, format=fmt, device=args.device)
+    except (ValueError, FileNotFoundError, CheckpointError, OSError) as exc:
+        return _error(str(exc))
+    has_ema = "generator_ema" in state
+    weights = "averaged (EMA) weights" if has_ema and not args.no_ema else "trained weights"
+    print(f"wrote {args.n} samples of {path} (step {state['step']}, {weights}, seed "
+          f"{args.seed}) to {written} ({fmt})")
     return 0
 
 
@@ -344,5 +437,7 @@ def main(argv: List[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train":
         return _train(args)
+    if args.command == "sample":
+        return _sample(args)
     parser.error(f"unknown command {args.command!r}")
     return 2

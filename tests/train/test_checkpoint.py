@@ -116,7 +116,8 @@ def test_a_refused_checkpoint_changes_nothing(saved, tmp_path, name):
 
 def test_an_intact_checkpoint_still_resumes(saved, tmp_path):
     path, _ = saved
-    trainer = WGANGPTrainer.from_checkpoint(path, out_dir=str(tmp_path), steps=3)
+    trainer = WGANGPTrainer.from_checkpoint(path, out_dir=str(tmp_path), steps=3,
+                                            lr_decay_steps=3)
     assert trainer.step == 2
     trainer.train()
     assert trainer.step == 3

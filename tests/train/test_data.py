@@ -157,13 +157,13 @@ CSV = """age,city,income,member
 def test_csv_round_trip(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text(CSV)
-    ds = data.load_tabular_csv(str(path))
+    ds = data.load_tabular_csv(str(path), transform="standard")
     assert ds.columns == ["age", "city", "income", "member"]
     assert ds.categories == {"city": ["Lyon", "Nice", "Paris"], "member": ["no", "yes"]}
     assert ds.data.shape == (4, 1 + 3 + 1 + 2)
-    assert ds.numeric["age"][2] is True and ds.numeric["income"][2] is False
+    assert ds.numeric["age"].integer is True and ds.numeric["income"].integer is False
     assert np.allclose(ds.data[:, 0].mean(), 0, atol=1e-6)
-    assert ds.categorical_spans == [(1, 4), (5, 7)]
+    assert ds.categorical_spans == [(1, 4), (5, 7)] and ds.tanh_columns == []
     rows = ds.decode_rows(ds.data.numpy())
     assert rows[0] == [31, "Paris", pytest.approx(1200.5, abs=1e-3), "yes"]
     assert rows[3][1:] == ["Nice", pytest.approx(3100.75, abs=1e-3), "no"]
@@ -223,7 +223,9 @@ def test_csv_with_a_single_data_row_is_refused(tmp_path):
     with pytest.raises(ValueError, match="one.csv: the table has a single data row.*at least 2"):
         data.load_tabular_csv(str(path))
     path.write_text("a,b\n1.5,x\n2.5,y\n")
-    assert data.load_tabular_csv(str(path)).data.shape == (2, 3)
+    assert data.load_tabular_csv(str(path), transform="standard").data.shape == (2, 3)
+    # mode-specific: a (alpha, one-hot mode) pair per numeric column, one mode per distinct value
+    assert data.load_tabular_csv(str(path)).data.shape == (2, 1 + 2 + 2)
 
 
 def test_csv_missing_and_too_many_categories(tmp_path):

@@ -67,13 +67,13 @@ CHILD = textwrap.dedent("""
 
     torch.save, os.replace = save, replace
     if point == "slow":  # steps long enough for a kill at a chosen delay to land inside the run
-        step = T.WGANGPTrainer.train_step
+        step = T.WGANGPTrainer._iterate
 
         def slow_step(self):
             time.sleep(0.1)
             return step(self)
 
-        T.WGANGPTrainer.train_step = slow_step
+        T.WGANGPTrainer._iterate = slow_step
     cfg = T.WGANGPConfig.for_dataset("ring8", out_dir=out, **SETTINGS)
     T.WGANGPTrainer(cfg).train()
 """).replace("**SETTINGS", ", ".join(f"{k}={v!r}" for k, v in SETTINGS.items()))

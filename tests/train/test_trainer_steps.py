@@ -146,7 +146,8 @@ def test_cli_takes_the_step_mode_and_may_change_it_on_resume(tmp_path, capsys):
             "--no-progress", "--out", out]
     assert cli.main(base + ["--step-mode", "compile"]) == 0
     assert "step mode compile" in capsys.readouterr().out
-    assert cli.main(base[:4] + ["4"] + base[5:] + ["--resume", "--step-mode", "eager"]) == 0
+    assert cli.main(base[:4] + ["4"] + base[5:] + ["--resume", "--step-mode", "eager",
+                                                   "--lr-decay-steps", "4"]) == 0
     assert WGANGPTrainer.read_checkpoint(f"{out}/checkpoint.pt")["step"] == 4
     with pytest.raises(SystemExit):
         cli.main(base + ["--step-mode", "fastest"])

@@ -8,6 +8,8 @@
                  change, and the command-line flag of each setting
 - checkpoint.py  atomic checkpoint writes and their checks, the output folder's lock, RNG states
 - outputs.py     samples, pictures, metrics.json, history.csv, config.json
+- logs.py        watching a run: history.csv appended as it goes, TensorBoard, sample grids
+- sampling.py    sample(): N samples of a trained run in the data's units (wgangp-fast sample)
 - trainer.py     WGANGPTrainer: build the data, models and optimisers, one
                  wgangp_fast.steps.TrainStep for the iterations (the losses live there), the loop
 - trainer_classes.py, class_outputs.py   conditional runs: labels, models, per-class outputs
@@ -28,6 +30,7 @@ from .checkpoint import (
     lock_output_folder,
 )
 from .config import DATASET_PRESETS, WGANGPConfig
+from .sampling import sample
 from .trainer import NonFiniteLossError, TrainingInterrupted, WGANGPTrainer
 
 __all__ = [
@@ -43,4 +46,5 @@ __all__ = [
     "atomic_save",
     "check_checkpoint",
     "lock_output_folder",
+    "sample",
 ]

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from . import data as data_mod
-from .config import HISTORY_KEYS
+from .config import LOSS_KEYS
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -350,8 +350,8 @@ def check_checkpoint(state: Any, path: str = "checkpoint") -> Dict[str, Any]:
              if not isinstance(state[k], t) or (t is int and isinstance(state[k], bool))]
     history = state["history"]
     if not wrong and not all(isinstance(history.get(k), Tensor) and len(history[k]) == state["step"]
-                             for k in HISTORY_KEYS):
-        wrong.append(f"history does not hold {', '.join(HISTORY_KEYS)} with one value per step "
+                             for k in LOSS_KEYS):
+        wrong.append(f"history does not hold {', '.join(LOSS_KEYS)} with one value per step "
                      f"({state['step']})")
     if wrong:
         raise CheckpointError(f"{path}: a damaged or foreign checkpoint ({'; '.join(wrong)}): "
@@ -646,13 +646,9 @@ def state_is_finite(modules, optimizers) -> bool:
 
 
 def data_signature(dataset: data_mod.Dataset) -> Dict[str, Any]:
-    """What the models were built for: the sample shape and, for tables, the columns and their
-    categories (a category added to a CSV column changes the one-hot width)."""
-    sig: Dict[str, Any] = {"shape": list(dataset.shape)}
-    if isinstance(dataset, data_mod.TabularDataset):
-        sig["columns"] = list(dataset.columns)
-        sig["categories"] = {k: list(v) for k, v in dataset.categories.items()}
-    return sig
+    """What the models were built for and what decoding their samples needs
+    (wgangp_fast.train.data.signature)."""
+    return data_mod.signature(dataset)
 
 
 def check_data_matches(state: Dict[str, Any], dataset: data_mod.Dataset, source: str,

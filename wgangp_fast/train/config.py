@@ -36,12 +36,20 @@ CRITIC_NORMS = ("none", "layer")
 PENALTY_IMPLS = penalty_mod.PENALTY_IMPLS
 LR_DECAYS = ("none", "linear")
 WEIGHT_INITS = ("normal", "he")
-# what each generator step records: the history, history.csv and the checkpoint hold these
-HISTORY_KEYS = ("loss_c", "loss_g", "gp", "wasserstein")
-# the settings a resumed run may change: none of them alters the models, the data or the schedule
+# what each generator step records: the history, history.csv and the checkpoint hold these.
+# grad_norm: the mean per-group gradient norm of the iteration's last penalised critic step (nan
+# for methods without a penalty); lr_g / lr_c: the learning rates that step ran with.
+HISTORY_KEYS = ("loss_c", "loss_g", "gp", "wasserstein", "grad_norm", "lr_g", "lr_c")
+# the values a run stops on when one is not finite
+LOSS_KEYS = ("loss_c", "loss_g", "gp", "wasserstein")
+# how a table's numeric columns are encoded (wgangp_fast.train.data.tables)
+TABLE_TRANSFORMS = ("mode", "standard")
+# the settings a resumed run may change: none of them alters the models or the data, and
+# lr_decay_steps re-plans only the rest of the schedule, from the current learning rate
 RESUMABLE = frozenset({"steps", "out_dir", "checkpoint_every", "device", "backend",
                        "n_eval_samples", "step_mode", "image_cache", "decode_workers",
-                       "max_image_pixels", "fid_every", "fid_samples", "inception_weights"})
+                       "max_image_pixels", "fid_every", "fid_samples", "inception_weights",
+                       "log_every", "sample_every", "tensorboard", "lr_decay_steps"})
 
 # Per-dataset settings that differ from the defaults, each kept because it measured better over
 # seeds; what each buys and how it was found: docs/presets.md.
@@ -55,7 +63,7 @@ DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
     "swissroll": dict(_TOY, steps=3000),
     # the MLP pair of the measured preset (--model auto gives images conv or resnet models)
     "digits": {"steps": 3000, "batch_size": 64, "hidden_dim": 128, "model": "mlp"},
-    "csv": {"steps": 1000, "batch_size": 500, "pac": 10, "model": "pac"},
+    "csv": {"steps": 2000, "batch_size": 500, "pac": 10, "model": "pac"},
 }
 
 
@@ -94,7 +102,7 @@ class WGANGPConfig:
 
     dataset: str = setting("ring8", data_mod.DATASETS, Flag(
         DATA, "default: ring8 (or what --csv, --images, --mnist, --fashion-mnist, --cifar10 "
-              "imply)"))
+              "or --data's extension imply)"))
     data_path: str | None = setting(None, flag=Flag(
         DATA, "the file or folder of --dataset csv, images, mnist, fashion-mnist or cifar10",
         ("--data",), "PATH"))
@@ -118,6 +126,10 @@ class WGANGPConfig:
     decode_workers: int = setting(0, "int>=0", Flag(
         DATA, "threads decoding an --images folder into its cache (default 0: one per core)",
         metavar="N"))
+    table_transform: str = setting("mode", TABLE_TRANSFORMS, Flag(
+        DATA, "how a CSV's numeric columns are encoded: mode (default: CTGAN's mode-specific "
+              "normalisation, positive columns in log space, samples kept in each column's "
+              "observed range) or standard (mean 0, std 1)"))
     model: str = setting("auto", MODELS, Flag(
         MODEL, "auto (default): conv for images below 32x32, resnet from 32x32 up, pac for "
                "tables, mlp for points; mlp, conv (DCGAN), resnet (the WGAN-GP paper's), pac "
@@ -147,6 +159,10 @@ class WGANGPConfig:
     lr: float = setting(1e-4, "number>0", Flag(OPTIMISATION))
     lr_decay: str = setting("none", LR_DECAYS, Flag(OPTIMISATION, "none, or linear to 0 at the "
                                                                    "last step"))
+    lr_decay_steps: int | None = setting(None, flag=Flag(
+        OPTIMISATION, "the step where --lr-decay linear reaches 0 (default: --steps); recorded "
+                      "in the checkpoint. With --resume: stretch the rest of the decay to step "
+                      "N, from the current learning rate", metavar="N", check="int>=1"))
     lr_warmup: int = setting(0, "int>=0", Flag(
         OPTIMISATION, "learning rates ramped linearly from lr/K to lr over the first K generator "
                       "steps (default 0: none)", metavar="K"))
@@ -201,6 +217,17 @@ class WGANGPConfig:
         RUN, "the Inception weights file for FID / KID (weights-inception-2015-12-05-"
              "6726825d.pth); default: the torch hub cache, else the metrics library's download",
         metavar="PATH"))
+    log_every: int = setting(10, "int>=1", Flag(
+        RUN, "read the logged values from the device, append them to history.csv (and "
+             "TensorBoard) every K steps (default 10); a non-finite loss stops the run at the "
+             "next such read, before any checkpoint", metavar="K"))
+    sample_every: int = setting(0, "int>=0", Flag(
+        RUN, "write a sample grid from fixed latents every K steps to OUT/samples/ (and a grid "
+             "of real data once); default 0: only at the end", metavar="K"))
+    tensorboard: bool = setting(False, flag=Flag(
+        RUN, "write TensorBoard event files to OUT/tensorboard (losses, W, penalty, gradient "
+             "norm, learning rates, sample grids); needs pip install 'wgangp_fast[tensorboard]'",
+        switch="on"))
 
     @classmethod
     def for_dataset(cls, dataset: str = "ring8", **overrides: Any) -> WGANGPConfig:
@@ -300,4 +327,135 @@ class WGANGPConfig:
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be a string such as 'cpu', 'cuda' or 'auto', got "
                              f"{self.device!r}")
+        self._check_schedule()
+        # the data settings' defaults mean "not set": one set for a dataset without that data is
+        # refused (the command line also refuses every other flag the run would not use)
+        check_used(self, [n for n in UNSET_BY_DEFAULT
+                          if getattr(self, n) != _FIELDS[n].default])
         return self
+
+    def _check_schedule(self) -> None:
+        horizon = self.lr_decay_steps
+        if horizon is None:
+            return
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+            raise ValueError(f"lr_decay_steps must be an int >= 1 (or None: steps), got "
+                             f"{horizon!r}")
+        if self.lr_decay == "linear" and self.steps > horizon:
+            raise ValueError(
+                f"steps {self.steps} (--steps) runs past step {horizon}, where the linear "
+                f"learning-rate decay reaches 0 (lr_decay_steps, the schedule's horizon, "
+                f"recorded in a run's checkpoint), so the steps after it would not train: also "
+                f"pass --lr-decay-steps {self.steps} (or more); with --resume that is how a "
+                f"decayed run is extended: the rest of its decay is stretched from the current "
+                f"learning rate to 0 at that step, without a jump")
+
+    def decay_horizon(self) -> int | None:
+        """The step where a linear lr decay reaches 0: lr_decay_steps, else steps; None without
+        a decay."""
+        if self.lr_decay != "linear":
+            return None
+        return self.steps if self.lr_decay_steps is None else self.lr_decay_steps
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(WGANGPConfig)}
+# settings whose default means "not set" (validate() refuses one set where it is not used)
+UNSET_BY_DEFAULT = ("data_path", "npz_key", "categorical", "image_size", "table_transform",
+                    "lr_decay_steps")
+
+
+def flag_name(name: str) -> str:
+    """The command-line flag of a setting (--data for data_path)."""
+    flag = _FIELDS[name].metadata.get("flag") if name in _FIELDS else None
+    if flag is not None and flag.names:
+        return flag.names[0]
+    if flag is not None and flag.switch == "on/off":
+        return "--[no-]" + name.replace("_", "-")
+    return "--" + name.replace("_", "-")
+
+
+def model_kind(config: WGANGPConfig) -> str:
+    """The model family a config builds, as far as it is known before the data is read: mlp,
+    conv, resnet or pac; "image" for --model auto on images (conv below 32x32, resnet from 32x32
+    up: the size is known once the images are read)."""
+    if config.model != "auto":
+        return config.model
+    kind = data_mod.KINDS[config.dataset]
+    if kind == "tabular" or config.pac > 1:
+        return "pac"
+    return "image" if kind == "image" else "mlp"
+
+
+# setting -> (whether a config uses it, what it is for): the rule behind "a flag the run does not
+# use is refused, not ignored"
+_USED = {
+    "data_path": (lambda c: c.dataset in data_mod.FILE_DATASETS,
+                  "names the file or folder of dataset csv, images, mnist, fashion-mnist or "
+                  "cifar10"),
+    "npz_key": (lambda c: c.dataset == "images", "chooses an array of an --images .npz file"),
+    "categorical": (lambda c: c.dataset == "csv", "names columns of a --csv table"),
+    "table_transform": (lambda c: c.dataset == "csv",
+                        "encodes the numeric columns of a --csv table"),
+    "image_size": (lambda c: data_mod.KINDS[c.dataset] == "image", "resizes image data"),
+    "label_column": (lambda c: c.dataset == "csv", "names the class column of a --csv table"),
+    "image_cache": (lambda c: c.dataset == "images", "holds the decoded cache of an --images "
+                                                     "folder"),
+    "max_image_pixels": (lambda c: c.dataset == "images", "limits the image files of an "
+                                                          "--images folder"),
+    "decode_workers": (lambda c: c.dataset == "images", "decodes an --images folder"),
+    "fid_samples": (lambda c: data_mod.KINDS[c.dataset] == "image", "measures image runs"),
+    "fid_every": (lambda c: data_mod.KINDS[c.dataset] == "image", "measures image runs"),
+    "inception_weights": (lambda c: data_mod.KINDS[c.dataset] == "image",
+                          "measures image runs"),
+    "feature_maps": (lambda c: model_kind(c) in ("conv", "image"),
+                     "sets the width of --model conv"),
+    "resnet_width": (lambda c: model_kind(c) in ("resnet", "image"),
+                     "sets the width of --model resnet"),
+    "critic_norm": (lambda c: model_kind(c) in ("resnet", "image"),
+                    "normalises the critic of --model resnet"),
+    "hidden_dim": (lambda c: model_kind(c) not in ("conv", "resnet", "image"),
+                   "sets the width of the mlp, pac and tabular models, not of --model conv "
+                   "(--feature-maps) or resnet (--resnet-width)"),
+    "generator_batchnorm": (lambda c: data_mod.KINDS[c.dataset] != "tabular"
+                            and model_kind(c) not in ("conv", "resnet", "image"),
+                            "switches BatchNorm in the MLP generator, which this run does not "
+                            "build"),
+    "lr_decay_steps": (lambda c: c.lr_decay == "linear",
+                       "sets where --lr-decay linear reaches 0"),
+    "lazy_adam_correction": (lambda c: c.gp_every > 1, "corrects Adam for --gp-every K > 1"),
+    "lambda_gp": (lambda c: c.method in PENALTY_KINDS, "weights a penalty, which --method "
+                                                       "clip and sn have not"),
+    "backend": (lambda c: c.method in PENALTY_KINDS, "computes a penalty, which --method clip "
+                                                     "and sn have not"),
+    "penalty_impl": (lambda c: c.method in PENALTY_KINDS, "computes a penalty, which --method "
+                                                          "clip and sn have not"),
+    "lr": (lambda c: c.method != "clip", "is Adam's; --method clip trains with RMSprop at the "
+                                         "original WGAN's lr 5e-5"),
+    "beta1": (lambda c: c.method != "clip", "is Adam's; --method clip trains with RMSprop"),
+    "beta2": (lambda c: c.method != "clip", "is Adam's; --method clip trains with RMSprop"),
+}
+
+
+def check_used(config: WGANGPConfig, given) -> None:
+    """A ValueError for the first setting in `given` (names of settings the user set) that
+    `config` does not use, naming its flag, what it is for and the run's dataset."""
+    for name in given:
+        rule = _USED.get(name)
+        if rule is None or rule[0](config):
+            continue
+        what = f"dataset {config.dataset!r}"
+        if name in ("feature_maps", "resnet_width", "critic_norm", "hidden_dim",
+                    "generator_batchnorm"):
+            what += f" with model {model_kind(config)!r}"
+        elif name in ("lambda_gp", "backend", "penalty_impl", "lr", "beta1", "beta2"):
+            what = f"method {config.method!r}"
+        elif name in ("lr_decay_steps",):
+            what = f"lr_decay {config.lr_decay!r}"
+        elif name == "lazy_adam_correction":
+            what = f"gp_every {config.gp_every}"
+        hint = ""
+        if name == "data_path":
+            hint = (", or say what the file holds: --dataset csv, images, mnist, fashion-mnist "
+                    "or cifar10 (or --csv / --images / --mnist PATH)")
+        raise ValueError(f"{name} ({flag_name(name)}) {rule[1]}; {what} does not use it: drop "
+                         f"{flag_name(name)}{hint}")

@@ -7,6 +7,9 @@
   quality" when it lies within 3 std of its nearest mode centre; a mode counts as covered when it
   receives at least `min_count` high-quality samples. PacGAN counts a mode as lost below 20
   high-quality samples out of 2500, so min_count is 20 per 2500 samples, scaled with the count.
+- `table_columns`: a table's columns compared in their own units: each numeric column's 5th, 50th
+  and 95th percentiles (relative error) and the share of values outside the real range, each
+  categorical column's total variation distance.
 - `DigitsEvaluator`: a small MLP classifier trained on scikit-learn's bundled digits; class
   coverage of generated digits and a Frechet distance in the classifier's hidden-layer features
   (FID's formula, with this small network in place of Inception); for conditional generators,
@@ -28,8 +31,11 @@ __all__ = [
     "frechet_distance",
     "mode_coverage",
     "sliced_wasserstein1",
+    "table_columns",
     "wasserstein1_exact",
 ]
+
+QUANTILES = (5, 50, 95)
 
 
 def _points(name: str, x) -> np.ndarray:
@@ -194,6 +200,46 @@ def digits_8x8(samples) -> np.ndarray:
     return x
 
 
+def table_columns(real: Dict[str, object], generated: Dict[str, object]) -> Dict[str, object]:
+    """Real and generated tables ({column: values}, numeric columns as float arrays, categorical
+    ones as lists of strings, in the columns' units) compared column by column: per column the
+    figures, and over the columns the worst quantile error (|q_gen - q_real| / |q_real| at the
+    5th, 50th and 95th percentiles), the largest share of generated values outside the real
+    range, and the largest total variation distance between category shares."""
+    columns: Dict[str, Dict[str, object]] = {}
+    worst_q, worst_out, worst_tv = [], [], []
+    for name, values in real.items():
+        fake = generated[name]
+        if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+            r = values.astype(np.float64)
+            g = np.asarray(fake, dtype=np.float64)
+            qr, qg = np.percentile(r, QUANTILES), np.percentile(g, QUANTILES)
+            errors = np.abs(qg - qr) / np.maximum(np.abs(qr), 1e-12)
+            outside = float(((g < r.min()) | (g > r.max())).mean())
+            columns[name] = {"real_min": float(r.min()), "generated_min": float(g.min()),
+                             "real_max": float(r.max()), "generated_max": float(g.max()),
+                             **{f"real_p{q}": float(v) for q, v in zip(QUANTILES, qr)},
+                             **{f"generated_p{q}": float(v) for q, v in zip(QUANTILES, qg)},
+                             "quantile_error": float(errors.max()),
+                             "outside_real_range": outside}
+            worst_q.append(float(errors.max()))
+            worst_out.append(outside)
+        else:
+            cats = sorted(set(values) | set(fake))
+            pr = np.array([list(values).count(c) for c in cats], dtype=np.float64) / len(values)
+            pg = np.array([list(fake).count(c) for c in cats], dtype=np.float64) / len(fake)
+            tv = float(0.5 * np.abs(pr - pg).sum())
+            columns[name] = {"total_variation": tv}
+            worst_tv.append(tv)
+    out: Dict[str, object] = {"columns": columns}
+    if worst_q:
+        out["column_quantile_error_max"] = max(worst_q)
+        out["column_outside_range_max"] = max(worst_out)
+    if worst_tv:
+        out["category_tv_max"] = max(worst_tv)
+    return out
+
+
 @lru_cache(maxsize=1)
 def _digits_evaluator() -> DigitsEvaluator:
     return DigitsEvaluator()
@@ -226,6 +272,9 @@ def evaluate(dataset, samples, seed: int = 0, w1_samples: int = 1000,
             out["sliced_w1"] = sliced_wasserstein1(x[:n], real[:n], seed=seed)
         if hasattr(dataset, "centers"):
             out.update(mode_coverage(x, dataset.centers, dataset.std))
+        raw, codec = getattr(dataset, "raw", None), getattr(dataset, "codec", None)
+        if raw and codec is not None:
+            out.update(table_columns(raw, codec.decode(x)))
     elif name == "digits":
         out.update(_digits_evaluator().evaluate(digits_8x8(x)))
         if labels is not None:

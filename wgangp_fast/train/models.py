@@ -317,12 +317,14 @@ class TabularGenerator(nn.Module):
     Each hidden block concatenates its output to its input, then one Linear maps to output_dim.
     `categorical_spans` (optional list of (start, end) column ranges of one-hot blocks) puts a
     Gumbel-softmax (tau 0.2, as CTGAN) on those columns so fake rows look like real one-hot rows;
-    the other columns stay linear (standardised numeric data).
+    `tanh_columns` (column indices) puts tanh_scale * tanh on those (the in-mode scalars of
+    CTGAN's mode-specific normalisation); the other columns stay linear (standardised data).
     """
 
     def __init__(self, latent_dim: int, output_dim: int, hidden: Sequence[int] = (256, 256),
                  categorical_spans: Sequence[Tuple[int, int]] | None = None,
-                 tau: float = 0.2) -> None:
+                 tau: float = 0.2, tanh_columns: Sequence[int] = (),
+                 tanh_scale: float = 1.0) -> None:
         super().__init__()
         self.latent_dim = _positive_int("latent_dim", latent_dim)
         self.output_dim = _positive_int("output_dim", output_dim)
@@ -332,6 +334,13 @@ class TabularGenerator(nn.Module):
                 raise ValueError(f"categorical_spans: ({a}, {b}) is not a column range inside "
                                  f"[0, {self.output_dim})")
         self.categorical_spans = spans
+        self.tanh_columns = sorted(int(i) for i in tanh_columns)
+        inside = [i for a, b in spans for i in range(a, b)]
+        for i in self.tanh_columns:
+            if not 0 <= i < self.output_dim or i in inside:
+                raise ValueError(f"tanh_columns: {i} is not a column inside [0, "
+                                 f"{self.output_dim}) outside the categorical spans")
+        self.tanh_scale = float(tanh_scale)
         self.tau = float(tau)
         blocks = []
         width = self.latent_dim
@@ -343,13 +352,16 @@ class TabularGenerator(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         raw = self.out(self.blocks(z))
-        if not self.categorical_spans:
+        if not self.categorical_spans and not self.tanh_columns:
             return raw
+        blocks = sorted([(a, b, "softmax") for a, b in self.categorical_spans]
+                        + [(i, i + 1, "tanh") for i in self.tanh_columns])
         parts, pos = [], 0
-        for a, b in self.categorical_spans:
+        for a, b, act in blocks:
             if a > pos:
                 parts.append(raw[:, pos:a])
-            parts.append(nn.functional.gumbel_softmax(raw[:, a:b], tau=self.tau))
+            parts.append(self.tanh_scale * torch.tanh(raw[:, a:b]) if act == "tanh"
+                         else nn.functional.gumbel_softmax(raw[:, a:b], tau=self.tau))
             pos = b
         if pos < self.output_dim:
             parts.append(raw[:, pos:])

@@ -35,6 +35,11 @@ Scale and precision:
   every step mode; each rank draws its own data and noise, `batch_size` is per process, logged
   losses are the mean over ranks, and only rank 0 writes files.
 
+Logged values (losses, penalty, gradient norm, learning rates) stay on the device and are read
+once per `log_every` steps (flush_logs), and before every checkpoint: a non-finite loss stops the
+run at that read, and no checkpoint is written past it. With an output folder they go to
+history.csv and TensorBoard as they are read (wgangp_fast.train.logs).
+
 Checkpoints (wgangp_fast.train.checkpoint) hold everything needed to resume bit for bit: both
 models, both optimisers, the RNG states, the data sampler and the step counters; a non-finite
 state is never saved. A run with an output folder locks it, checks it for space, writes the
@@ -63,11 +68,12 @@ from .. import backends
 from .. import steps as steps_mod
 from . import checkpoint as ckpt_mod
 from . import data as data_mod
-from . import distributed
+from . import distributed, schedule
+from . import logs as logs_mod
 from . import metrics as metrics_mod
 from . import outputs as outputs_mod
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, lock_output_folder
-from .config import HISTORY_KEYS, PENALTY_KINDS, RESUMABLE, WGANGPConfig
+from .config import HISTORY_KEYS, LOSS_KEYS, PENALTY_KINDS, RESUMABLE, WGANGPConfig
 from .models import (
     ConvCritic,
     ConvGenerator,
@@ -181,6 +187,9 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
                             for _ in range(2))
         self.amp_skipped_steps = 0
 
+        if cfg.tensorboard and logs_mod.missing_tensorboard():
+            raise ValueError(logs_mod.missing_tensorboard())
+
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
@@ -190,6 +199,7 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
         self.dataset = dataset if dataset is not None else data_mod.load_dataset(
             cfg.dataset, cfg.data_path, image_size=cfg.image_size, npz_key=cfg.npz_key,
             categorical=cfg.categorical, label_column=cfg.label_column,
+            table_transform=cfg.table_transform,
             image_cache=cfg.image_cache, max_image_pixels=cfg.max_image_pixels,
             decode_workers=cfg.decode_workers, log=self.data_notes.append)
         self.data_notes += list(getattr(self.dataset, "notes", ()))
@@ -227,9 +237,19 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
         self.critic_iters = 0
         self.train_seconds = 0.0
         self.history: Dict[str, List[float]] = {k: [] for k in HISTORY_KEYS}
-        # the penalty of the last regularised critic step, in its own units (not times gp_every)
+        # the penalty of the last regularised critic step, in its own units (not times gp_every),
+        # and its mean per-group gradient norm (nan until a step carried a penalty)
         self._last_gp = torch.zeros((), device=self.device)
+        self._last_norm = torch.full((), float("nan"), device=self.device)
         self._last_gp_skipped = False
+        # the steps taken but not yet read from the device: (their loss values, a device
+        # tensor; their learning rates; the values a skipped fp16 step may leave non-finite)
+        self._pending: List[Tuple[Tensor, Tuple[float, float], frozenset]] = []
+        # the live logs (history.csv, TensorBoard) while train() runs with an output folder
+        self._log: logs_mod.RunLog | None = None
+        # the linear decay's current segment (start step, lr factor there): it falls to 0 at
+        # the horizon (config.decay_horizon()); a resume that moves the horizon starts a new one
+        self._lr_segment: Tuple[int, float] = schedule.FIRST_SEGMENT
         # (real path, step) of the checkpoint on disk that holds this exact state, if any
         self._saved_at: Tuple[str, int] | None = None
 
@@ -292,7 +312,9 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
         if ds.kind == "tabular":
             gen: nn.Module = TabularGenerator(latent, ds.dim,
                                               hidden=(cfg.hidden_dim, cfg.hidden_dim),
-                                              categorical_spans=ds.categorical_spans)
+                                              categorical_spans=ds.categorical_spans,
+                                              tanh_columns=getattr(ds, "tanh_columns", ()),
+                                              tanh_scale=getattr(ds, "tanh_scale", 1.0))
         else:
             act = "tanh" if ds.kind == "image" else None
             gen = MLPGenerator(latent, cfg.hidden_dim, ds.shape, act,
@@ -348,7 +370,7 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
             self.critic_ddp, self.optimizer_c, lambda_gp=cfg.lambda_gp, pac=cfg.pac,
             kind=PENALTY_KINDS.get(cfg.method), mode=cfg.step_mode, scaler=scalers[0],
             autocast=autocast, gp_every=cfg.gp_every, backend=cfg.backend,
-            penalty_impl=cfg.penalty_impl,
+            penalty_impl=cfg.penalty_impl, return_norms=cfg.method in PENALTY_KINDS,
             post_step=steps_mod.clip_weights(cfg.clip_value) if cfg.method == "clip" else None,
             **options)
         generator_step = steps_mod.GeneratorStep(self.generator_ddp, self.critic,
@@ -446,28 +468,45 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
             else:
                 avg.copy_(cur)
 
-    def _set_learning_rate(self) -> None:
-        """lr_warmup K: lr * min(1, (step + 1) / K) over the first K steps (a steep critic's first
-        updates can otherwise kill every ReLU of a generator trained at a high lr, Goyal et al.,
-        2017); lr_decay "linear": times (1 - step / steps), as Gulrajani et al. decay it for
-        CIFAR-10. A function of the step alone, so a resumed run follows the same schedule."""
+    def decay_factor(self, step: int) -> float:
+        """lr_decay "linear": the learning rate's factor at `step` (wgangp_fast.train.schedule);
+        1 without a decay."""
+        horizon = self.config.decay_horizon()
+        return 1.0 if horizon is None else schedule.decay_factor(step, horizon, self._lr_segment)
+
+    def learning_rates(self, step: int | None = None) -> Tuple[float, float]:
+        """(generator, critic) learning rates at `step` (default: the next step). lr_warmup K:
+        lr * min(1, (step + 1) / K) over the first K steps (a steep critic's first updates can
+        otherwise kill every ReLU of a generator trained at a high lr, Goyal et al., 2017), times
+        decay_factor(step); the critic's times the lazy-regularisation factor. A function of the
+        step (and the recorded horizon) alone, so a resumed run follows the same schedule."""
         cfg = self.config
-        if cfg.lr_decay != "linear" and cfg.lr_warmup == 0:
-            return
+        step = self.step if step is None else step
         base = cfg.clip_lr if cfg.method == "clip" else cfg.lr
-        factor = 1.0
-        if cfg.lr_decay == "linear":
-            factor = max(0.0, 1.0 - self.step / max(cfg.steps, 1))
+        factor = self.decay_factor(step)
         if cfg.lr_warmup:
-            factor *= min(1.0, (self.step + 1) / cfg.lr_warmup)
-        for opt, c in ((self.optimizer_g, 1.0), (self.optimizer_c, self.lazy_adam_factor())):
-            for group in opt.param_groups:
-                group["lr"] = base * factor * c
+            factor *= min(1.0, (step + 1) / cfg.lr_warmup)
+        return base * factor, base * factor * self.lazy_adam_factor()
+
+    def _set_learning_rate(self) -> Tuple[float, float]:
+        lrs = self.learning_rates()
+        cfg = self.config
+        if cfg.lr_decay == "linear" or cfg.lr_warmup:
+            for opt, lr in zip((self.optimizer_g, self.optimizer_c), lrs):
+                for group in opt.param_groups:
+                    group["lr"] = lr
+        return lrs
 
     def train_step(self) -> Dict[str, float]:
         """One iteration: n_critic critic updates (a fresh real batch each), then one generator
-        update, through the TrainStep."""
-        self._set_learning_rate()
+        update, through the TrainStep; returns its logged values (read from the device now:
+        train() reads them once per log_every steps instead)."""
+        self._iterate()
+        return self.flush_logs()[-1][1]
+
+    def _iterate(self) -> None:
+        """One iteration, its logged values left on the device (flush_logs reads them)."""
+        lrs = self._set_learning_rate()
         self.generator.train()
         self.critic.train()
         train = self.train_iteration
@@ -485,11 +524,11 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
         if stats.critic.penalty is not None:
             self._last_gp = stats.critic.penalty
             self._last_gp_skipped = stats.penalty_skipped
+            if stats.critic.norms is not None:
+                self._last_norm = stats.critic.norms.float().mean()
         values = torch.stack([stats.critic.loss.float(), stats.loss_g.float(),
-                              self._last_gp.float(), stats.critic.wasserstein.float()])
-        # the mean over the ranks, so that every rank logs (and stops on) the same values
-        record = dict(zip(HISTORY_KEYS, distributed.all_reduce_mean(values).cpu().tolist()))
-        bad = {k for k, v in record.items() if not math.isfinite(v)}
+                              self._last_gp.float(), stats.critic.wasserstein.float(),
+                              self._last_norm.float()])
         # An fp16 step the GradScaler skipped had inf/NaN gradients, which also make the penalty
         # (computed from scaled gradients) non-finite: the weights were left alone and the scale
         # backed off, so the run goes on. A non-finite forward value (wasserstein, loss_g) is
@@ -499,13 +538,43 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
             handled.add("loss_c")
         if self._last_gp_skipped:
             handled.add("gp")
-        if bad - handled or c.skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
-            raise NonFiniteLossError(self.step + 1, record)
+        self._pending.append((values, lrs, frozenset(handled)))
         self.step += 1
         self._update_ema()
-        for k, v in record.items():
-            self.history[k].append(v)
-        return record
+        if c.skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
+            rows = self.flush_logs()
+            raise NonFiniteLossError(self.step, {k: rows[-1][1][k] for k in LOSS_KEYS})
+
+    def flush_logs(self) -> List[Tuple[int, Dict[str, float]]]:
+        """Read the logged values of the steps taken since the last call from the device (one
+        transfer, and in a distributed run one all-reduce, for all of them), append them to the
+        history and the live logs, and return them as (step, record) rows. A non-finite loss
+        among them is a NonFiniteLossError naming the first such step (the rows before it are
+        kept): train() calls this every log_every steps and before every checkpoint, so a run
+        stops at most log_every - 1 steps after its first non-finite loss, and never saves a
+        state past it. Collective in a distributed run."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return []
+        # the mean over the ranks, so that every rank logs (and stops on) the same values
+        values = distributed.all_reduce_mean(torch.stack([v for v, _, _ in pending]))
+        first = self.step - len(pending) + 1
+        rows: List[Tuple[int, Dict[str, float]]] = []
+        error = None
+        for i, (row, (_, (lr_g, lr_c), handled)) in enumerate(zip(values.cpu().tolist(),
+                                                                   pending)):
+            record = dict(zip(LOSS_KEYS + ("grad_norm",), row), lr_g=lr_g, lr_c=lr_c)
+            if {k for k in LOSS_KEYS if not math.isfinite(record[k])} - handled:
+                error = NonFiniteLossError(first + i, {k: record[k] for k in LOSS_KEYS})
+                break
+            for k in HISTORY_KEYS:
+                self.history[k].append(record[k])
+            rows.append((first + i, record))
+        if self._log is not None:
+            self._log.append(rows)
+        if error is not None:
+            raise error
+        return rows
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -548,11 +617,15 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
         With an out_dir, before the first step: the folder is locked against other runs
         (lock_output_folder), checked for space, and given a checkpoint of the starting state;
         SIGINT or SIGTERM then stop the run after the current step with a checkpoint of it
-        (TrainingInterrupted)."""
-        total = self.config.steps if steps is None else int(steps)
+        (TrainingInterrupted). The logged values are read from the device every log_every steps
+        (flush_logs); with an out_dir they are appended to history.csv (and TensorBoard with
+        config.tensorboard) as they are read, and sample_every K writes a grid of the fixed
+        latents' samples every K steps (write_sample_grid)."""
+        cfg = self.config
+        total = cfg.steps if steps is None else int(steps)
         ckpt = self.checkpoint_path()
-        every = self.config.checkpoint_every
-        lock = (lock_output_folder(self.config.out_dir) if ckpt and self.is_main_process
+        every = cfg.checkpoint_every
+        lock = (lock_output_folder(cfg.out_dir) if ckpt and self.is_main_process
                 else contextlib.nullcontext())
         bar = None
         with lock:
@@ -565,28 +638,69 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
                 bar = tqdm(total=total, initial=min(self.step, total), unit="step",
                            dynamic_ncols=True)
             try:
+                if ckpt and self.is_main_process:
+                    self._log = logs_mod.RunLog(cfg.out_dir, self.history,
+                                                tensorboard=cfg.tensorboard)
+                    if cfg.sample_every and self.step < total:
+                        self.write_sample_grid(real=True)
                 with _stop_on_signals(bool(ckpt) and not self.dist.enabled) as stop:
                     while self.step < total:
                         start = time.perf_counter()
-                        record = self.train_step()
+                        self._iterate()
+                        rows = []
+                        if self.step % cfg.log_every == 0 or self.step == total:
+                            rows = self.flush_logs()
                         self.train_seconds += time.perf_counter() - start
                         self._measure_on_schedule()
                         if ckpt and every and self.step % every == 0 and self.step < total:
                             self.save_checkpoint(ckpt)
+                        if ckpt and cfg.sample_every and self.step % cfg.sample_every == 0:
+                            self.write_sample_grid()
                         if bar is not None:
                             bar.update(1)
-                            if self.step % 10 == 0 or self.step == total:
-                                bar.set_postfix(W=f"{record['wasserstein']:.4f}",
-                                                GP=f"{record['gp']:.4f}", refresh=False)
+                            if rows:
+                                bar.set_postfix(W=f"{rows[-1][1]['wasserstein']:.4f}",
+                                                GP=f"{rows[-1][1]['gp']:.4f}", refresh=False)
                         if stop["signum"] is not None:
                             self._checkpoint_if_new(ckpt)
                             raise TrainingInterrupted(self.step, stop["signum"], ckpt)
             finally:
                 if bar is not None:
                     bar.close()
+                if self._log is not None:
+                    self._log.close()
+                    self._log = None
             if ckpt:
                 self._checkpoint_if_new(ckpt)
         return self.history
+
+    def grid_noise(self) -> Tensor:
+        """The fixed latents of the sample grids: the 64 of fixed_noise for images (the final
+        samples.png's too); for points and tables 1000, a function of the seed, for a cloud or
+        histograms worth reading."""
+        if self.dataset.kind == "image":
+            return self.fixed_noise
+        g = torch.Generator().manual_seed(self.config.seed + 3)
+        return torch.randn(1000, self.config.latent_dim, generator=g).to(self.device)
+
+    def write_sample_grid(self, folder: str | None = None, *, real: bool = False) -> str | None:
+        """The samples of the fixed latents (grid_noise) as a picture in the data's units,
+        folder/samples/step_000500.png (the current step), or with `real` one of the real data,
+        folder/samples/real.png (written once: kept if there); also into TensorBoard while
+        train() logs to it. Returns the path (None where nothing was written)."""
+        folder = folder or self.config.out_dir
+        if not folder or not self.is_main_process:
+            return None
+        samples = None
+        if not real:
+            # a table's categories are drawn (Gumbel softmax): from a stream of their own, so
+            # that a grid neither changes the training run nor differs between two calls
+            cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(self.config.seed + 3)
+                samples = self.generate_samples(noise=self.grid_noise()).numpy()
+        return logs_mod.write_sample_grid(folder, self.dataset, samples, self.step,
+                                          self.config.dataset, self._log)
 
     @torch.no_grad()
     def generate_samples(self, n: int = 64, seed: int | None = None,
@@ -650,7 +764,7 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
         portable = ckpt_mod.portable_optimizer_state
         state = {
             "format": CHECKPOINT_FORMAT,
-            "config": self.config.to_dict(),
+            "config": self.config_dict(),
             "step": self.step,
             "critic_iters": self.critic_iters,
             "train_seconds": self.train_seconds,
@@ -665,8 +779,10 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
             "world_size": self.world_size,
             "ranks": ranks,
             "last_gp": float(self._last_gp),
+            "last_norm": float(self._last_norm),
             "amp_skipped_steps": self.amp_skipped_steps,
-            "data": ckpt_mod.data_signature(self.dataset),
+            "data": data_mod.signature(self.dataset),
+            "lr_schedule": {"start": self._lr_segment[0], "factor": self._lr_segment[1]},
             "class_names": self.class_names,
             "fid_history": [dict(r) for r in self.fid_history],
         }
@@ -698,8 +814,15 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
         self.step = int(state["step"])
         self.critic_iters = int(state["critic_iters"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
-        self.history = {k: state["history"][k].tolist() for k in HISTORY_KEYS}
+        # a value a checkpoint of an earlier version did not log reads as not measured
+        self.history = {k: state["history"][k].tolist() if k in state["history"]
+                        else [float("nan")] * self.step for k in HISTORY_KEYS}
+        self._pending = []
+        plan = state.get("lr_schedule") or {}
+        self._lr_segment = (int(plan.get("start", 0)), float(plan.get("factor", 1.0)))
         self._last_gp = torch.tensor(float(state.get("last_gp", 0.0)), device=self.device)
+        self._last_norm = torch.tensor(float(state.get("last_norm", float("nan"))),
+                                       device=self.device)
         self.amp_skipped_steps = int(state.get("amp_skipped_steps", 0))
         self.fid_history = [dict(r) for r in state.get("fid_history") or []]
         if self.scaler is not None and state.get("scaler"):
@@ -722,6 +845,9 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
         """Write the whole training state atomically; refuses a state with NaN/inf weights or
         optimiser state, so a good checkpoint is never replaced by a broken one. Collective in a
         distributed run: every rank calls it, rank 0 writes."""
+        # the steps not yet read from the device first: a non-finite loss among them stops the
+        # run here, and the history saved is complete
+        self.flush_logs()
         # the weights are identical on every rank, so every rank decides the same here
         if not self._state_is_finite():
             raise NonFiniteLossError(self.step, {"weights": float("nan")})
@@ -743,22 +869,61 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
                         **overrides: Any) -> WGANGPTrainer:
         """A trainer in exactly the state saved at `path`. `overrides` may change settings that
         do not alter the models or the data (config.RESUMABLE: steps, out_dir, checkpoint_every,
-        device, backend, n_eval_samples, step_mode); `step_options` as for the constructor."""
+        device, backend, n_eval_samples, step_mode, the logs' settings, and lr_decay_steps, which
+        stretches the rest of a linear decay from the current learning rate: see
+        wgangp_fast.train.schedule); a total past the decay's horizon is refused (validate);
+        `step_options` as for the constructor."""
         state = cls.read_checkpoint(path)
         bad = sorted(k for k, v in overrides.items() if v is not None and k not in RESUMABLE)
         if bad:
             raise ValueError(f"cannot change {', '.join(bad)} when resuming (only "
                              f"{', '.join(sorted(RESUMABLE))})")
         try:
-            cfg = WGANGPConfig.from_dict(state["config"])
+            saved = WGANGPConfig.from_dict(state["config"])
         except (TypeError, ValueError) as exc:
             raise ckpt_mod.CheckpointError(f"{path}: the checkpoint's config is not one this "
                                            f"version can read ({exc})") from None
-        cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        if saved.dataset == "csv" and "table_transform" not in state["config"]:
+            # written before tables had transforms: its columns were standardised
+            saved = dataclasses.replace(saved, table_transform="standard")
+        if saved.lr_decay == "linear" and saved.lr_decay_steps is None:
+            # written before the horizon was recorded: it was the run's steps
+            saved = dataclasses.replace(saved, lr_decay_steps=saved.steps)
+        cfg = dataclasses.replace(saved, **{k: v for k, v in overrides.items() if v is not None})
+        segment = None
+        if saved.lr_decay == "linear" and cfg.lr_decay_steps != saved.lr_decay_steps:
+            # the horizon moves: the rest of the decay is stretched to it, from the current rate
+            saved_segment = state.get("lr_schedule") or {}
+            segment = schedule.replan(
+                int(state["step"]), saved.lr_decay_steps,
+                (int(saved_segment.get("start", 0)), float(saved_segment.get("factor", 1.0))),
+                cfg.lr_decay_steps)
+        if dataset is None and cfg.dataset == "csv" and "table" in (state.get("data") or {}):
+            # encoded as the run started: its codec, not a new fit of the file
+            try:
+                dataset = data_mod.load_dataset(
+                    "csv", cfg.data_path, categorical=cfg.categorical,
+                    label_column=cfg.label_column, table_codec=state["data"]["table"])
+            except data_mod.TableMismatchError as exc:
+                raise ckpt_mod.CheckpointError(
+                    f"the data ({cfg.data_path}) no longer matches the checkpoint: {exc}; resume "
+                    f"with the data the run started with, or start a new run on this data "
+                    f"without --resume") from None
         trainer = cls(cfg, dataset=dataset, step_options=step_options)
         trainer.load_state_dict(state, path)
+        if segment is not None:
+            trainer._lr_segment = segment
         trainer._saved_at = (os.path.realpath(path), trainer.step)
         return trainer
+
+    def config_dict(self) -> Dict[str, Any]:
+        """The run's settings as config.json and the checkpoint hold them: the config, with the
+        decay's horizon filled in (lr_decay_steps: steps unless set), so that a resumed run with
+        a new total keeps the schedule it started with."""
+        d = self.config.to_dict()
+        if self.config.lr_decay == "linear":
+            d["lr_decay_steps"] = self.config.decay_horizon()
+        return d
 
     # -- outputs -----------------------------------------------------------------------------
 
@@ -819,7 +984,7 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
         else:
             grid, grid_rows = self.class_grid()
             metrics["classes"] = self.class_names
-        outputs_mod.write_outputs(folder, dataset=self.dataset, config=cfg,
+        outputs_mod.write_outputs(folder, dataset=self.dataset, config=self.config_dict(),
                                   history=self.history, samples=samples, grid=grid,
                                   metrics=metrics, step=self.step, grid_rows=grid_rows)
         if self.class_names is not None:

@@ -18,7 +18,8 @@ __all__ = ["load_labelled_csv"]
 
 def load_labelled_csv(path: str, label_column: str,
                       categorical: Sequence[str] | None = None,
-                      max_classes: int = 1000) -> TabularDataset:
+                      max_classes: int = 1000, transform: str = "mode",
+                      codec=None) -> TabularDataset:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"CSV file not found: {path}")
     try:
@@ -62,7 +63,8 @@ def load_labelled_csv(path: str, label_column: str,
             csv.writer(f).writerows(kept)
         try:
             dataset = load_tabular_csv(table, [c for c in (categorical or ())
-                                               if c != label_column])
+                                               if c != label_column],
+                                       transform=transform, codec=codec)
         except ValueError as exc:
             raise ValueError(str(exc).replace(table, f"{path} (without its label column)")
                              ) from None
