@@ -280,7 +280,8 @@ def test_no_space_left_is_said_in_the_first_line_and_the_good_checkpoint_kept(
 @pytest.mark.parametrize("extra, match", [
     (["--batch", "1", "--generator-batchnorm"],
      "batch_size 1 is too small for the MLPGenerator's BatchNorm layers"),
-    (["--images", "{tmp}/layout.npy"], "a 4-D image array needs its channels (1, 3 or 4)"),
+    (["--images", "{tmp}/layout.npy", "--model", "mlp"],
+     "a 4-D image array needs its channels (1, 3 or 4)"),
     (["--csv", "{tmp}/one.csv", "--pac", "1"], "the table has a single data row"),
     (["--csv", "{tmp}/nan.csv", "--pac", "1"], "numeric column 'a' holds 'inf' on line 3"),
 ])

@@ -22,7 +22,8 @@ TABLE = "x,n,kind\n" + "".join(f"{1.5 + (i % 7) * 0.7:.2f},{(i * 7) % 5 + 1},{'a
 
 @pytest.mark.parametrize("argv, flag, why", [
     (["--data", "{tmp}/missing.csv", "--dataset", "ring8"], "--data",
-     "names the file or folder of dataset csv, images or mnist; dataset 'ring8' does not use it"),
+     "names the file or folder of dataset csv, images, mnist, fashion-mnist or cifar10; dataset "
+     "'ring8' does not use it"),
     (["--data", "{tmp}/t.csv", "--dataset", "digits"], "--data", "dataset 'digits'"),
     (["--categorical", "a"], "--categorical", "names columns of a --csv table"),
     (["--table-transform", "standard", "--dataset", "digits"], "--table-transform",
@@ -72,7 +73,8 @@ def test_data_alone_is_taken_as_the_file_dataset_its_extension_names(tmp_path, c
     shapes = np.random.default_rng(0).integers(0, 256, (30, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "shapes.npz", x=shapes)
     assert cli.main(["train", "--data", str(tmp_path / "shapes.npz"), "--out",
-                     str(tmp_path / "i"), "--hidden-dim", "8", *TINY]) == 0
+                     str(tmp_path / "i"), "--feature-maps", "8", "--fid-samples", "0",
+                     *TINY]) == 0
     config = json.loads((tmp_path / "i" / "config.json").read_text())
     assert config["dataset"] == "images" and config["data_path"].endswith("shapes.npz")
     capsys.readouterr()

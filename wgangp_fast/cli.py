@@ -174,6 +174,11 @@ def _add_sample_parser(sub) -> None:
     s.add_argument("--batch", type=_positive_int, default=1024, metavar="B",
                    help="samples generated at a time (default 1024)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    s.add_argument("--label", metavar="CLASS",
+                   help="a conditional run's class (its name, or its index): every sample of "
+                        "it; default: classes drawn at the data's frequencies and written beside "
+                        "the samples (<out>_labels.npy, the CSV's class column, a subfolder per "
+                        "class)")
     s.add_argument("--threads", type=_positive_int, help="torch CPU threads")
 
 
@@ -416,14 +421,27 @@ def _sample(args: argparse.Namespace) -> int:
         state = torch.load(path, map_location="cpu", weights_only=True)
         kind = (state.get("data") or {}).get("kind") if isinstance(state, dict) else None
         fmt = sample_format(args.out, kind or "points", args.format)
+        label = args.label
+        if label is not None and label.isdigit() and label not in (
+                (state.get("data") or {}).get("class_names") or ()):
+            label = int(label)  # an index, unless a class is named by those digits
         written = sample(args.source, args.n, args.out, seed=args.seed, ema=not args.no_ema,
-                         batch_size=args.batch, format=fmt, device=args.device)
+                         batch_size=args.batch, format=fmt, device=args.device, label=label)
     except (ValueError, FileNotFoundError, CheckpointError, OSError) as exc:
         return _error(str(exc))
     has_ema = "generator_ema" in state
     weights = "averaged (EMA) weights" if has_ema and not args.no_ema else "trained weights"
+    classes = (state.get("data") or {}).get("class_names") if state.get("class_names") else None
+    which = ""
+    if classes and args.label is not None:
+        which = f", class {args.label}"
+    elif classes:
+        beside = {"npy": f"; their classes in {os.path.splitext(written)[0]}_labels.npy",
+                  "csv": "; their classes in the class column",
+                  "png": "; a subfolder per class"}.get(fmt, "")
+        which = f", classes at the data's frequencies{beside}"
     print(f"wrote {args.n} samples of {path} (step {state['step']}, {weights}, seed "
-          f"{args.seed}) to {written} ({fmt})")
+          f"{args.seed}{which}) to {written} ({fmt})")
     return 0
 
 

@@ -153,3 +153,51 @@ def test_sample_count_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         cli.main(["sample", "run", "-n", "0", "--out", "x.npy"])
     assert "-n: expected a positive integer" in capsys.readouterr().err
+
+
+def _conditional_digits(tmp_path):
+    t, folder = _run(tmp_path, "digits", conditional=True, model="conv", image_size=16,
+                     feature_maps=8, fid_samples=0)
+    assert t.class_names == [str(k) for k in range(10)]
+    return t, folder
+
+
+def test_a_conditional_run_samples_one_class_or_the_data_frequencies(tmp_path, capsys):
+    t, folder = _conditional_digits(tmp_path)
+    # one class on request: the same images as the trainer's own call for that class
+    seven = sample(str(folder), 12, seed=3, label="7")
+    again = sample(str(folder), 12, seed=3, label=7)
+    np.testing.assert_array_equal(seven, again)
+    z = torch.randn(1024, t.config.latent_dim, generator=torch.Generator().manual_seed(3))[:12]
+    want = t.generate_samples(noise=z, labels=7).numpy()
+    want = np.rint((np.clip(want, -1, 1) + 1) * 127.5).astype(np.uint8).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(seven, want)
+    # without a label: classes drawn at the data's frequencies, and returned / written with them
+    got = sample(str(folder), 400, seed=1)
+    assert got["samples"].shape == (400, 16, 16, 1)
+    counts = {c: got["classes"].count(c) for c in t.class_names}
+    assert all(20 <= v <= 65 for v in counts.values()), counts  # about 40 each
+    out = tmp_path / "d.npy"
+    assert cli.main(["sample", str(folder), "-n", "400", "--seed", "1", "--out", str(out)]) == 0
+    assert "their classes in" in capsys.readouterr().out
+    labels = np.load(tmp_path / "d_labels.npy")
+    assert [t.class_names[k] for k in labels] == got["classes"]
+    np.testing.assert_array_equal(np.load(out), got["samples"])
+    # a folder of PNG files in the layout --images reads back as classes
+    pngs = tmp_path / "pngs"
+    assert cli.main(["sample", str(folder), "-n", "30", "--out", str(pngs)]) == 0
+    assert set(os.listdir(pngs)) <= set(t.class_names) and len(os.listdir(pngs)) >= 5
+    assert sum(len(os.listdir(pngs / c)) for c in os.listdir(pngs)) == 30
+
+
+def test_a_conditional_run_refuses_an_unknown_class_and_a_plain_run_any(runs, tmp_path, capsys):
+    _, folder = _conditional_digits(tmp_path)
+    assert cli.main(["sample", str(folder), "-n", "4", "--out", str(tmp_path / "x.npy"),
+                     "--label", "12"]) == 2
+    assert "label (--label) 12: class index 12 is outside 0..9" in capsys.readouterr().err
+    assert cli.main(["sample", str(folder), "-n", "4", "--out", str(tmp_path / "x.npy"),
+                     "--label", "cat"]) == 2
+    assert "no class named 'cat'" in capsys.readouterr().err
+    assert cli.main(["sample", str(runs["digits"]), "-n", "4", "--out",
+                     str(tmp_path / "y.npy"), "--label", "3"]) == 2
+    assert "is not conditional" in capsys.readouterr().err

@@ -18,10 +18,14 @@ from .outputs import _pyplot, image_canvas
 __all__ = ["class_file_name", "write_class_outputs"]
 
 
+def safe_class_name(name: str) -> str:
+    """A class name reduced to safe file-name characters."""
+    return (re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "class")[:60]
+
+
 def class_file_name(index: int, name: str) -> str:
     """'3-cat.png': the class index, then its name reduced to safe file-name characters."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "class"
-    return f"{index}-{safe[:60]}.png"
+    return f"{index}-{safe_class_name(name)}.png"
 
 
 def write_class_outputs(trainer, folder: str, samples: np.ndarray, labels: np.ndarray) -> None:

@@ -446,7 +446,9 @@ def check_used(config: WGANGPConfig, given) -> None:
         what = f"dataset {config.dataset!r}"
         if name in ("feature_maps", "resnet_width", "critic_norm", "hidden_dim",
                     "generator_batchnorm"):
-            what += f" with model {model_kind(config)!r}"
+            kind = model_kind(config)
+            what += (" with model 'auto' (conv or resnet for images)" if kind == "image"
+                     else f" with model {kind!r}")
         elif name in ("lambda_gp", "backend", "penalty_impl", "lr", "beta1", "beta2"):
             what = f"method {config.method!r}"
         elif name in ("lr_decay_steps",):

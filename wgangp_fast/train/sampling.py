@@ -20,6 +20,12 @@ Formats, by `format` or else by the suffix of `out`:
 The latents come from a torch.Generator seeded with `seed`, in fixed chunks, so the first N
 samples of a run and seed are the same whatever N and batch_size (a table's categories, drawn
 through the Gumbel softmax, also depend on batch_size).
+
+Conditional runs (--conditional): `label` (a class name or index) draws every sample of that
+class; without it each sample's class is drawn at the data's class frequencies (from a generator
+seeded with `seed` too) and written beside the samples: a `<out>_labels.npy` of class indices
+for .npy, the run's class column for .csv, one subfolder per class for a folder of PNG files
+(the layout `--images` reads back); `classes` in the returned dict with out None.
 """
 
 from __future__ import annotations
@@ -97,12 +103,14 @@ def _latents(seed: int, latent_dim: int, n: int, batch: int) -> Iterator[torch.T
 
 
 def sample(source: str, n: int, out: str | None = None, *, seed: int = 0, ema: bool = True,
-           batch_size: int = 1024, format: str | None = None, device: str = "cpu") -> Any:
+           batch_size: int = 1024, format: str | None = None, device: str = "cpu",
+           label: int | str | None = None) -> Any:
     """N samples of the run at `source` (its output folder or a checkpoint file), in the data's
     own units: written to `out` (see the module's formats; returns the path written), or, with
     out None, returned (images: uint8 [N, H, W, C]; points: float32 [N, D]; tables: {column:
-    values}). `ema` False samples the trained weights instead of the averaged ones; `device` runs
-    the generator there (cpu, cuda, auto)."""
+    values}; a conditional run's with class frequencies drawn: {"samples": ..., "classes": class
+    names}). `ema` False samples the trained weights instead of the averaged ones; `device` runs
+    the generator there (cpu, cuda, auto); `label` picks a conditional run's class."""
     from .trainer import WGANGPTrainer
 
     for name, value, low in (("n", n, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
@@ -127,12 +135,40 @@ def sample(source: str, n: int, out: str | None = None, *, seed: int = 0, ema: b
                                                 backend="auto", step_mode="eager")
         dataset = trainer.dataset
         latent_dim = trainer.config.latent_dim
+        names = trainer.class_names
+        if label is not None and names is None:
+            raise ValueError(f"label {label!r}: the run at {source} is not conditional (trained "
+                             f"without --conditional); its generator takes no class")
+        if label is not None:
+            try:
+                trainer._sample_labels(1, label, None)
+            except ValueError as exc:
+                raise ValueError(f"label (--label) {label!r}: "
+                                 f"{str(exc).removeprefix('labels: ')}") from None
         torch.manual_seed(seed)
-        batches = (trainer.generate_samples(noise=z.to(trainer.device), ema=ema).numpy()
-                   for z in _latents(seed, latent_dim, n, batch_size))
+        drawn: List[np.ndarray] = []
+        label_gen = torch.Generator().manual_seed(int(seed) + 1)
+
+        def generated(z):
+            labels = None
+            if names is not None:
+                labels = (label if label is not None
+                          else dataset.sample_labels(len(z), label_gen))
+                ys = trainer._sample_labels(len(z), labels, None)
+                drawn.append(ys.cpu().numpy())
+            return trainer.generate_samples(noise=z.to(trainer.device), ema=ema,
+                                            labels=labels).numpy()
+
+        batches = (generated(z) for z in _latents(seed, latent_dim, n, batch_size))
+        labelled = names is not None and label is None
         if out is None:
-            return _collect(dataset, batches)
-        return _write(dataset, batches, n, out, fmt, trainer, seed)
+            collected = _collect(dataset, batches)
+            if labelled:
+                return {"samples": collected,
+                        "classes": [names[k] for k in np.concatenate(drawn)]}
+            return collected
+        return _write(dataset, batches, n, out, fmt, trainer, seed,
+                      drawn if labelled else None)
 
 
 def _decoded(dataset, x: np.ndarray) -> Any:
@@ -153,7 +189,12 @@ def _collect(dataset, batches) -> Any:
     return np.concatenate(parts)
 
 
-def _write(dataset, batches, n: int, out: str, fmt: str, trainer, seed: int) -> str:
+def _write(dataset, batches, n: int, out: str, fmt: str, trainer, seed: int,
+           drawn: List[np.ndarray] | None = None) -> str:
+    """Write the batches to `out` in `fmt`; `drawn` collects each batch's class indices as the
+    batches are generated (a conditional run sampled at its class frequencies), written beside
+    the samples."""
+    names = trainer.class_names
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     if fmt == "grid":
@@ -165,6 +206,17 @@ def _write(dataset, batches, n: int, out: str, fmt: str, trainer, seed: int) -> 
             outputs_mod.plot_samples(dataset, x, out, title=title, real=False)
         return out
     if fmt == "csv":
+        if drawn is not None:
+            import csv
+
+            column = getattr(dataset, "label_column", None) or "label"
+            with open(out, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(list(dataset.codec.names) + [column])
+                for x in batches:
+                    writer.writerows(row + [names[k]] for row, k
+                                     in zip(dataset.codec.decode_rows(x), drawn[-1]))
+            return out
         with open(out, "w", newline="") as f:
             for i, x in enumerate(batches):
                 dataset.codec.write_csv(x, f, header=i == 0)
@@ -179,8 +231,15 @@ def _write(dataset, batches, n: int, out: str, fmt: str, trainer, seed: int) -> 
         width = max(6, len(str(n - 1)))
         done = 0
         for x in batches:
-            for img in outputs_mod.image_bytes(x):
-                plt.imsave(os.path.join(out, f"{done:0{width}d}.png"),
+            for i, img in enumerate(outputs_mod.image_bytes(x)):
+                folder = out
+                if drawn is not None:
+                    # one subfolder per class: the layout --images reads back as labels
+                    from .class_outputs import safe_class_name
+
+                    folder = os.path.join(out, safe_class_name(names[int(drawn[-1][i])]))
+                    os.makedirs(folder, exist_ok=True)
+                plt.imsave(os.path.join(folder, f"{done:0{width}d}.png"),
                            img[..., 0] if img.shape[-1] == 1 else img,
                            cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=255)
                 done += 1
@@ -196,4 +255,12 @@ def _write(dataset, batches, n: int, out: str, fmt: str, trainer, seed: int) -> 
         done += len(values)
     array.flush()
     del array
+    if drawn is not None:
+        np.save(_labels_path(out), np.concatenate(drawn).astype(np.int64))
     return out
+
+
+def _labels_path(out: str) -> str:
+    """Where the class indices of samples written to `out` (.npy) go: <stem>_labels.npy."""
+    stem, _ = os.path.splitext(out)
+    return stem + "_labels.npy"

@@ -30,6 +30,16 @@ def signature(dataset: Dataset) -> Dict[str, Any]:
         sig["table"] = codec.to_dict()
     if dataset.kind == "image" and hasattr(dataset, "low"):
         sig["low"], sig["high"] = float(dataset.low), float(dataset.high)
+    labels = getattr(dataset, "labels", None)
+    if labels is not None:
+        # a conditional run's classes and their frequencies: what sampling a class needs
+        counts = np.bincount(np.asarray(labels, dtype=np.int64))
+        names = getattr(dataset, "class_names", None) or [str(k) for k in range(len(counts))]
+        sig["class_names"] = list(names)
+        sig["class_counts"] = [int(c) for c in np.pad(counts, (0, len(names) - len(counts)))]
+        column = getattr(dataset, "label_column", None)
+        if column:
+            sig["label_column"] = str(column)
     return sig
 
 
@@ -46,6 +56,13 @@ class StoredDataset(Dataset):
         self.shape = tuple(int(s) for s in sig["shape"])
         self.low, self.high = float(sig.get("low", -1.0)), float(sig.get("high", 1.0))
         self.codec = TableCodec.from_dict(sig["table"]) if "table" in sig else None
+        if "class_names" in sig:
+            self.class_names = [str(n) for n in sig["class_names"]]
+            counts = np.asarray(sig["class_counts"], dtype=np.int64)
+            # the labels at the data's class frequencies (their order is not kept: sampling a
+            # class draws from the frequencies only)
+            self.labels = np.repeat(np.arange(len(counts)), counts)
+            self.label_column = sig.get("label_column")
 
     @property
     def categorical_spans(self) -> List[Tuple[int, int]]:
