@@ -1,5 +1,5 @@
 """The drop-in: the whole gradient penalty of a critic in one call, and wrappers with the
-signatures of the code it replaces (CTGAN's `calc_gradient_penalty`, seed 003's loss class)."""
+signatures of the code it replaces (CTGAN's `calc_gradient_penalty`, a loss class)."""
 
 from __future__ import annotations
 
@@ -322,7 +322,7 @@ def gradient_penalty(critic, real, fake, *inputs, lambda_gp: float = 10.0, pac: 
                      critic_kwargs: Optional[dict] = None, return_norms: bool = False):
     """lambda_gp * mean_j (||grad_x critic(x)[group j]|| - target)^2 at the points of `kind`.
 
-    The drop-in for the seed codes' gradient_penalty (kind "wgan-gp", the default): draws one alpha
+    The drop-in for a hand-written gradient_penalty (kind "wgan-gp", the default): draws one alpha
     per group of `pac` samples exactly as they do (same RNG use, same value), calls
     `critic(x_hat, *inputs, **critic_kwargs)` (the first element if it returns a tuple),
     differentiates with create_graph=True and applies the fused penalty. Works with separate

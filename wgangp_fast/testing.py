@@ -2,9 +2,9 @@
 by its own tests and by anyone who wants to check it on their data. Nothing here is fused; PyTorch
 differentiates every function.
 
-- `ctgan_gradient_penalty`: the CTGAN-style penalty of seed 000 with CTGAN's `lambda_` factor
+- `ctgan_gradient_penalty`: CTGAN's penalty with its `lambda_` factor
   (alpha per pac group, norm over `view(-1, pac * D)`).
-- `per_sample_gradient_penalty`: the per-sample penalty of seeds 002/003, for inputs of any rank.
+- `per_sample_gradient_penalty`: the usual per-sample penalty, for inputs of any rank.
 - `r1_penalty`, `lp_penalty`, `dragan_penalty`: the other penalty kinds the same way.
 - `autograd_interpolate` and `autograd_gradient_norm_penalty`: the full contract of the ops
   `interpolate` and `gradient_norm_penalty` (README, "The ops") in eager ops, with autograd left to
@@ -25,7 +25,7 @@ def _first(out):
 
 def ctgan_gradient_penalty(critic, real: Tensor, fake: Tensor, device="cpu", pac: int = 10,
                            lambda_: float = 10.0) -> Tensor:
-    """CTGAN's `calc_gradient_penalty` for [N, D] data, as seed 000 writes it, times lambda_."""
+    """CTGAN's `calc_gradient_penalty` for [N, D] data, as CTGAN writes it, times lambda_."""
     batch = real.size(0) // pac
     alpha = torch.rand(batch, 1, device=device)
     alpha = alpha.expand(batch, real.size(1))
@@ -44,7 +44,7 @@ def ctgan_gradient_penalty(critic, real: Tensor, fake: Tensor, device="cpu", pac
 
 def per_sample_gradient_penalty(critic, real: Tensor, fake: Tensor, *inputs,
                                 lambda_gp: float = 10.0) -> Tensor:
-    """The per-sample penalty of seeds 002/003: one alpha per sample, for inputs of any rank."""
+    """The usual per-sample penalty: one alpha per sample, for inputs of any rank."""
     batch = real.size(0)
     alpha = torch.rand(batch, *([1] * (real.dim() - 1)), device=real.device)
     interpolated = (alpha * real + (1 - alpha) * fake).requires_grad_(True)

@@ -27,7 +27,7 @@ def groups(t: Tensor, pac: int) -> Tensor:
 
 def interpolate(real: Tensor, fake: Tensor, alpha: Tensor, pac: int) -> Tensor:
     a = alpha.reshape(-1, 1)
-    # Same operation order as the seed code, so float32 results are bitwise those of the seeds.
+    # The eager code's operation order, so float32 results are bitwise those of that code.
     x = a * groups(real, pac).to(a.dtype) + (1 - a) * groups(fake, pac).to(a.dtype)
     return x.to(real.dtype).reshape(real.shape).contiguous()
 

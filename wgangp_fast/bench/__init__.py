@@ -2,7 +2,7 @@
 `wgangp-fast bench` and `python benchmarks/run.py` (a thin wrapper over `main`).
 
     harness.py  the machine, timers, peak memory, the CSV schema (one header for every row)
-    ops.py      the op suite: each op of every backend against the eager seed code
+    ops.py      the op suite: each op of every backend against the eager reference code
     steps.py    the step suite: the seed loop, the drop-in, CriticStep / TrainStep per mode
     report.py   markdown tables and the chart, from the CSV rows
     cli.py      the command line

@@ -37,7 +37,7 @@ OP_NAMES = ("interpolate", "penalty_forward", "penalty_backward", "roundtrip")
 # Necessary bytes moved per element, in units of the element size: what the op must read and
 # write once each (README, "How it works").
 OP_TRAFFIC = {"interpolate": 3, "penalty_forward": 1, "penalty_backward": 2, "roundtrip": 6}
-# the step variants, in table order: the seed code's step, the drop-in in the same loop, the
+# the step variants, in table order: the reference step, the drop-in in the same loop, the
 # whole-step modes of wgangp_fast.steps, and the step without any penalty
 STEP_MODES = ("eager", "compile", "graph", "compile+graph")
 STEP_BACKENDS = ("reference", "wgangp_fast", "no_penalty")

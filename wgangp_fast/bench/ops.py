@@ -1,6 +1,6 @@
 """The op suite: `interpolate`, `penalty_forward`, `penalty_backward` and `roundtrip` (the three in
 sequence) for every backend that runs on the device, against `reference`: the eager formulas of
-CTGAN's `calc_gradient_penalty` (seed 000), which is what users run today.
+CTGAN's `calc_gradient_penalty`, which is what users run today.
 
 Two shapes: tabular ([N, 50], pac=10: 500-element groups; name `interpolate`, ...) and image-like
 ([64, D], pac=1: one group per sample, D up to millions; name `interpolate@image`, ...). GB/s
@@ -79,7 +79,7 @@ def rotation_sets(set_bytes: int, device: torch.device) -> int:
     return int(min(max(need, 2), 64))
 
 def seed_interpolate(real: torch.Tensor, fake: torch.Tensor, pac: int) -> torch.Tensor:
-    """seed 000: CTGAN's alpha expand/view and alpha * real + (1 - alpha) * fake.
+    """CTGAN's alpha expand/view and alpha * real + (1 - alpha) * fake.
 
     alpha is drawn in the data's dtype so that low-precision rows write what the fused op writes.
     """
@@ -92,12 +92,12 @@ def seed_interpolate(real: torch.Tensor, fake: torch.Tensor, pac: int) -> torch.
     return alpha * real + (1 - alpha) * fake
 
 def seed_penalty(grads: torch.Tensor, pac: int) -> torch.Tensor:
-    """seed 000: the group norms over view(-1, pac * D) and ((n - 1) ** 2).mean(), times lambda."""
+    """CTGAN's group norms over view(-1, pac * D) and ((n - 1) ** 2).mean(), times lambda."""
     norm = grads.view(-1, pac * grads.size(1)).norm(2, dim=1)
     return ((norm - 1) ** 2).mean() * LAMBDA_GP
 
 def op_functions(backend: str, pac: int):
-    """(interpolate, penalty) callables of a backend; `reference` is the eager seed code."""
+    """(interpolate, penalty) callables of a backend; `reference` is the eager reference code."""
     if backend == "reference":
         return (lambda real, fake: seed_interpolate(real, fake, pac),
                 lambda grads: seed_penalty(grads, pac))
@@ -145,7 +145,7 @@ def _probe(backend: str, device: torch.device) -> None:
     synchronize(device)
 
 def op_backends(device: torch.device, failures: list[str] | None = None) -> List[str]:
-    """The fused backends that run on `device`, then `reference` (the eager seed code).
+    """The fused backends that run on `device`, then `reference` (the eager reference code).
 
     Each is tried on a tiny batch first; with a `failures` list, one that fails is left out and
     described there (so one broken backend does not lose a whole benchmark run), else it raises.

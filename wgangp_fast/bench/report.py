@@ -74,7 +74,7 @@ def _name_rank(name: str) -> Tuple[int, int]:
 
 def mode_speedups(rows: Sequence[Dict[str, str]]) -> List[Dict[str, object]]:
     """Per step or iteration and dtype: every variant's row and its speed-up over `reference`
-    (the seed code's step), in STEP_VARIANTS order."""
+    (the reference step), in STEP_VARIANTS order."""
     by: Dict[tuple, Dict[str, Dict[str, str]]] = {}
     for r in rows:
         if r["kind"] == "step":
@@ -189,7 +189,7 @@ def markdown(rows: Sequence[Dict[str, str]], notes: Sequence[str] = ()) -> str:
 
 def plot(rows: Sequence[Dict[str, str]], path: Path) -> bool:
     """Bar charts of the speed-ups: fused roundtrip vs reference per size, and every step
-    variant's speed-up over the seed code's step per critic (and iteration).
+    variant's speed-up over the reference step per critic (and iteration).
     Returns False (and draws nothing) without matplotlib or without rows to draw."""
     try:
         import matplotlib

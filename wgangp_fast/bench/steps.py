@@ -3,7 +3,7 @@
 A critic step is a forward on real and on fake, the penalty, the backward and the Adam step.
 Its variants (the `backend` column):
 
-- `reference`: the seed code's penalty in the seed loop (CTGAN's for the packed critic, seeds
+- `reference`: the reference penalty in the usual loop (CTGAN's for the packed critic, seeds
   002/003's per-sample one for the others);
 - `wgangp_fast`: `wgangp_fast.gradient_penalty` as a drop-in in the same loop;
 - `eager`, `compile`, `graph`, `compile+graph`: `wgangp_fast.CriticStep` in that mode (the graph
@@ -95,8 +95,8 @@ def step_variants(device: torch.device, modes: Sequence[str] = STEP_MODES) -> Li
 
 
 def reference_penalty(spec: CriticSpec) -> Callable:
-    """The seed code's penalty for this critic: CTGAN's for the packed critic (seed 000), the
-    per-sample one of seeds 002/003 for the others."""
+    """The reference penalty for this critic: CTGAN's for the packed critic, the usual
+    per-sample one for the others."""
     if spec.pac > 1:
         return lambda critic, real, fake: ctgan_gradient_penalty(
             critic, real, fake, device=real.device, pac=spec.pac, lambda_=LAMBDA_GP)
@@ -129,7 +129,7 @@ def _seed_critic_step(spec, variant, critic, opt, autocast_dtype):
         if pen is None:
             loss.backward()
         elif spec.pac > 1:
-            # CTGAN's loop (seed 000): two backward calls, the penalty's first.
+            # CTGAN's loop: two backward calls, the penalty's first.
             pen.backward(retain_graph=True)
             loss.backward()
         else:
@@ -198,7 +198,7 @@ def iteration_case(spec: CriticSpec, variant: str, critic: torch.nn.Module,
     critic_step = _seed_critic_step(spec, variant, critic, _adam(critic), autocast_dtype)
 
     def iteration(k):
-        # seed 002's loop: the fakes from the generator under no_grad, then its own step
+        # the usual loop: the fakes from the generator under no_grad, then its own step
         for real in reals:
             with torch.no_grad(), _autocast(device, autocast_dtype):
                 fake = generator(torch.randn(real.shape[0], spec.latent_dim, device=device))

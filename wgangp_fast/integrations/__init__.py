@@ -12,14 +12,14 @@
 
 Files: `patching` (the registry and handles), `ctgan_signature` and `layout` (the two patch
 strategies), `first_call` (the check of a patched method's first call), `methods` (the public
-patch functions), `dropin`, `ctgan`, `seeds`. docs/porting.md shows each on real codes.
-- `wgangp_fast.integrations.seeds`: `compute_gradient_penalty`, `gradient_penalty` and
-  `WassersteinGANLoss` with the seed codes' signatures.
+patch functions), `dropin`, `ctgan`, `functions`. docs/porting.md shows each on real codes.
+- `wgangp_fast.integrations.functions`: `compute_gradient_penalty`, `gradient_penalty` and
+  `WassersteinGANLoss` with the signatures of common hand-written penalty functions.
 """
 
 from __future__ import annotations
 
-from . import ctgan, dropin, seeds
+from . import ctgan, dropin, functions
 from .ctgan_signature import fused_calc_gradient_penalty
 from .dropin import drop_in_penalty
 from .layout import MethodLayout
@@ -39,11 +39,11 @@ __all__ = [
     "ctgan",
     "drop_in_penalty",
     "dropin",
+    "functions",
     "fused_calc_gradient_penalty",
     "get_handle",
     "is_patched",
     "patch_method",
     "patched_method",
-    "seeds",
     "unpatch_method",
 ]

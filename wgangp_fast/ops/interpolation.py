@@ -141,7 +141,7 @@ def interpolate(real: Tensor, fake: Tensor, alpha: Optional[Tensor] = None, *, p
 
     alpha: M = N / pac values in any shape that flattens to M; None draws
     `torch.rand(M, device=real.device, generator=generator)`, the same values in the same order
-    as the seed codes draw them. Differentiable in real, fake and alpha (twice).
+    as hand-written penalty code draws them. Differentiable in real, fake and alpha (twice).
     """
     V.pair(real, fake)
     m = V.pac(pac, real.shape[0])

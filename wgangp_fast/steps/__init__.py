@@ -9,8 +9,8 @@ interpolates, its create_graph input gradient and the double backward through it
 optimiser. The fused penalty ops cannot touch most of them; these classes run the whole step in
 one of five modes:
 
-- "eager": the drop-in path (`gradient_penalty` in the seed codes' loop). The RNG is consumed as
-  the seed codes consume it: dropout masks of D(real), then of D(fake), then alpha, then the masks
+- "eager": the drop-in path (`gradient_penalty` in the usual hand-written loop). The RNG is consumed
+  as such a loop consumes it: dropout masks of D(real), then of D(fake), then alpha, then the masks
   of D(x_hat).
 - "compile": the torch.func formulation under torch.compile. The input gradient is
   `torch.func.grad` of the critic's summed output at x_hat, the parameter gradients

@@ -141,7 +141,7 @@ class CriticStep(StepBase):
         return pen * self.gp_every if self.gp_every > 1 else pen
 
     def _eager_loss(self, real, fake, inputs, regularise, alpha):
-        """The seed codes' critic loss with the drop-in penalty (autograd's double backward):
+        """The usual critic loss with the drop-in penalty (autograd's double backward):
         (Wasserstein term, weighted penalty or None, penalty, norms)."""
         d_real = self._scores(self.critic(real, *inputs)).mean()
         d_fake = self._scores(self.critic(fake, *inputs)).mean()
@@ -213,7 +213,7 @@ class CriticStep(StepBase):
             wasserstein, weighted, pen, norms = self._eager_loss(real, fake, inputs, regularise,
                                                                  alpha)
         loss = -wasserstein if weighted is None else weighted - wasserstein
-        # Two backward calls, the penalty's first (seed 000's and CTGAN's order): the second one
+        # Two backward calls, the penalty's first (CTGAN's order): the second one
         # accumulates into .grad in place, where one backward of the sum adds the terms' weight
         # gradients out of place; measured 1-4% faster per step on the CPU (README, "Whole
         # training steps"). The gradients are the same sums, in another order.

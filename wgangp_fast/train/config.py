@@ -98,7 +98,9 @@ def setting(default: Any, check: Any = None, flag: Flag | None = None):
 
 @dataclass
 class WGANGPConfig:
-    """Every setting of a run. Defaults are seed 002's; `for_dataset` applies DATASET_PRESETS."""
+    """Every setting of a run. Defaults are the WGAN-GP paper's Algorithm 1 (lambda 10, n_critic 5,
+    Adam 1e-4 with betas (0, 0.9)) with latent 100, width 256, batch 64; `for_dataset` applies
+    DATASET_PRESETS."""
 
     dataset: str = setting("ring8", data_mod.DATASETS, Flag(
         DATA, "default: ring8 (or what --csv, --images, --mnist, --fashion-mnist, --cifar10 "
@@ -192,7 +194,7 @@ class WGANGPConfig:
     precision: str = setting("fp32", PRECISIONS, Flag(
         RUN, "fp32 (default), bf16 (autocast) or fp16 (autocast and GradScaler)"))
     step_mode: str = setting("eager", STEP_MODES, Flag(
-        RUN, "how each iteration runs (wgangp_fast.TrainStep): eager (default: the seed codes' "
+        RUN, "how each iteration runs (wgangp_fast.TrainStep): eager (default: the usual hand-written "
              "loop with the fused penalty), compile (torch.compile of the torch.func step), graph "
              "/ compile+graph (CUDA graphs, one replay per iteration), auto (graph on CUDA, eager "
              "where graphs cannot run, with a warning saying why)"))

@@ -13,7 +13,7 @@ only after a forward through the wrapper, and allows one such forward per backwa
 critic step makes three (real, fake, the interpolates) and differentiates one of them twice; the
 penalty's input gradient (`torch.autograd.grad(create_graph=True)`, or torch.func.grad compiled)
 stays process-local, and the averaged gradient covers the penalty's part too. The averaging
-happens after every backward of the step, so seed 000's two backward calls work here as well.
+happens after every backward of the step, so CTGAN's two backward calls work here as well.
 Buffers (BatchNorm's running statistics of the generator) stay per rank; rank 0's are saved.
 
 Each rank draws its own real batches (the sampler's seed includes the rank) and its own noise (the

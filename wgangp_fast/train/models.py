@@ -1,9 +1,10 @@
 """Generators and critics for the trainer and the benchmarks.
 
-- `MLPGenerator` / `MLPCritic`: the fully connected pair of seed 002 (BatchNorm in the generator
+- `MLPGenerator` / `MLPCritic`: the fully connected pair of the usual WGAN-GP MNIST scripts (BatchNorm in
+  the generator
   only: BatchNorm in a critic couples the samples of a batch and breaks the per-sample meaning of
   the gradient penalty).
-- `ConvGenerator` / `ConvCritic`: a DCGAN-style pair; the critic is seed 003's (stride-2 4x4
+- `ConvGenerator` / `ConvCritic`: a DCGAN-style pair; the critic as WGAN-GP ports write it (stride-2 4x4
   convolutions, LayerNorm instead of BatchNorm, no sigmoid).
 - `PacCritic` / `TabularGenerator`: CTGAN's packed discriminator and residual generator, for
   tabular data (PacGAN: the critic judges `pac` samples at once).
@@ -73,7 +74,7 @@ def _image_stages(image_size) -> int:
 
 
 def init_normal(module: nn.Module, std: float = 0.02) -> None:
-    """N(0, std) weights and zero biases for Linear/Conv layers (seed 002, DCGAN); norms: (1, 0)."""
+    """N(0, std) weights and zero biases for Linear/Conv layers (DCGAN's init); norms: (1, 0)."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
             if hasattr(m, "parametrizations"):
@@ -198,7 +199,7 @@ class MLPCritic(nn.Module):
 
 
 class ConvCritic(nn.Module):
-    """x [N, channels, S, S] -> [N, 1] (seed 003), S a power of two >= 8.
+    """x [N, channels, S, S] -> [N, 1], S a power of two >= 8.
 
     Conv 4/2/1 stages double the feature maps and halve the size down to 4x4 (32: three stages,
     64: four); every stage but the first has LayerNorm over [C, H, W]; a 4x4 valid convolution

@@ -1,4 +1,5 @@
-"""The seed-signature drop-ins give the seeds' values and parameter gradients for the same RNG."""
+"""The drop-ins with common penalty functions' signatures (integrations.functions) give the
+originals' values and parameter gradients for the same RNG."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from wgangp_fast.integrations import seeds
+from wgangp_fast.integrations import functions
 from wgangp_fast.testing import per_sample_gradient_penalty
 
 from ..cases import FUSED_GRAD_FN, node_name
@@ -80,7 +81,7 @@ def test_seed002_compute_gradient_penalty():
     ref = _outcome(critic, real, fake,
                    lambda c, r, f: seed002_compute_gradient_penalty(c, r, f, torch.device("cpu")))
     got = _outcome(critic, real, fake,
-                   lambda c, r, f: seeds.compute_gradient_penalty(c, r, f, torch.device("cpu")))
+                   lambda c, r, f: functions.compute_gradient_penalty(c, r, f, torch.device("cpu")))
     assert FUSED_GRAD_FN in got[4] and FUSED_GRAD_FN not in ref[4]
     _assert_same(got, ref)
 
@@ -92,7 +93,7 @@ def test_seed002_scaled_by_the_caller_like_the_trainer():
     ref = _outcome(critic, real, fake,
                    lambda c, r, f: 10.0 * seed002_compute_gradient_penalty(c, r, f, "cpu"))
     got = _outcome(critic, real, fake,
-                   lambda c, r, f: 10.0 * seeds.compute_gradient_penalty(c, r, f, "cpu"))
+                   lambda c, r, f: 10.0 * functions.compute_gradient_penalty(c, r, f, "cpu"))
     _assert_same(got, ref)
 
 
@@ -104,7 +105,7 @@ def test_seed003_gradient_penalty(lambda_gp):
     ref = _outcome(critic, real, fake,
                    lambda c, r, f: seed003_gradient_penalty(c, r, f, "cpu", lambda_gp))
     got = _outcome(critic, real, fake,
-                   lambda c, r, f: seeds.gradient_penalty(c, r, f, "cpu", lambda_gp))
+                   lambda c, r, f: functions.gradient_penalty(c, r, f, "cpu", lambda_gp))
     assert FUSED_GRAD_FN in got[4]
     _assert_same(got, ref)
 
@@ -115,7 +116,7 @@ def test_seed003_gradient_penalty_default_lambda_and_keywords():
     real, fake = _batch((4, 1, 32, 32), seed=2)
     ref = _outcome(critic, real, fake, lambda c, r, f: seed003_gradient_penalty(
         D=c, real_data=r, fake_data=f, device="cpu"))
-    got = _outcome(critic, real, fake, lambda c, r, f: seeds.gradient_penalty(
+    got = _outcome(critic, real, fake, lambda c, r, f: functions.gradient_penalty(
         D=c, real_data=r, fake_data=f, device="cpu"))
     _assert_same(got, ref)
 
@@ -134,13 +135,13 @@ def test_seed003_loss_class():
         return fn
 
     ref = _outcome(critic, real, fake, with_loss(Seed003Loss(lambda_gp=7), "ref"))
-    got = _outcome(critic, real, fake, with_loss(seeds.WassersteinGANLoss(lambda_gp=7), "got"))
+    got = _outcome(critic, real, fake, with_loss(functions.WassersteinGANLoss(lambda_gp=7), "got"))
     _assert_same(got, ref)
     assert infos["got"].keys() == infos["ref"].keys()
     for key in infos["ref"]:
         assert infos["got"][key] == pytest.approx(infos["ref"][key], rel=1e-5, abs=1e-6)
     d_fake = critic(fake)
-    torch.testing.assert_close(seeds.WassersteinGANLoss().generator_loss(d_fake),
+    torch.testing.assert_close(functions.WassersteinGANLoss().generator_loss(d_fake),
                                Seed003Loss().generator_loss(d_fake))
 
 
@@ -151,16 +152,16 @@ def test_other_ranks_are_per_sample():
     ref = _outcome(critic, real, fake, lambda c, r, f: per_sample_gradient_penalty(
         c, r, f, lambda_gp=3.0))
     got = _outcome(critic, real, fake,
-                   lambda c, r, f: seeds.gradient_penalty(c, r, f, "cpu", lambda_gp=3.0))
+                   lambda c, r, f: functions.gradient_penalty(c, r, f, "cpu", lambda_gp=3.0))
     _assert_same(got, ref)
 
 
 def test_bad_input_is_a_clear_error():
     critic = MLPCritic(10)
     with pytest.raises(ValueError, match="same shape"):
-        seeds.compute_gradient_penalty(critic, torch.randn(4, 10), torch.randn(5, 10), "cpu")
+        functions.compute_gradient_penalty(critic, torch.randn(4, 10), torch.randn(5, 10), "cpu")
     with pytest.raises(TypeError, match="lambda_gp"):
-        seeds.WassersteinGANLoss(lambda_gp="ten")
+        functions.WassersteinGANLoss(lambda_gp="ten")
 
 
 def test_another_codes_call_with_labels_where_the_device_goes_is_refused():
@@ -170,13 +171,13 @@ def test_another_codes_call_with_labels_where_the_device_goes_is_refused():
     real, fake = _batch((4, 10))
     labels = torch.tensor([0, 1, 0, 1])
     with pytest.raises(TypeError) as info:
-        seeds.compute_gradient_penalty(critic, real, fake, labels)
+        functions.compute_gradient_penalty(critic, real, fake, labels)
     message = str(info.value)
     for word in ("device must be a device", "got Tensor", "drop_in_penalty"):
         assert word in message, f"{word!r} not in {message!r}"
     with pytest.raises(TypeError, match="device must be a device"):
-        seeds.gradient_penalty(critic, real, fake, None)
-    assert torch.isfinite(seeds.compute_gradient_penalty(critic, real, fake, torch.device("cpu")))
+        functions.gradient_penalty(critic, real, fake, None)
+    assert torch.isfinite(functions.compute_gradient_penalty(critic, real, fake, torch.device("cpu")))
 
 
 @pytest.mark.gpu
@@ -188,5 +189,5 @@ def test_seed003_on_gpu():
     ref = _outcome(critic, real, fake,
                    lambda c, r, f: seed003_gradient_penalty(c, r, f, torch.device("cuda")))
     got = _outcome(critic, real, fake,
-                   lambda c, r, f: seeds.gradient_penalty(c, r, f, torch.device("cuda")))
+                   lambda c, r, f: functions.gradient_penalty(c, r, f, torch.device("cuda")))
     _assert_same(got, ref, rtol=1e-4, atol=1e-5)

@@ -1,10 +1,11 @@
-"""A seed-002-style WGAN-GP loop (MLP generator and critic) with the fused penalty.
+"""A hand-written WGAN-GP loop (MLP generator and critic, a `compute_gradient_penalty(critic, real,
+fake, device)` function whose caller multiplies by lambda) with the fused penalty.
 
-The change to the seed's code: its `compute_gradient_penalty` definition is replaced by the import
-below; the trainer calls it exactly as before. The data are synthetic 8x8 "bar" images so the
+The change to such a script: its `compute_gradient_penalty` definition is replaced by the import
+below; the loop calls it exactly as before. The data are synthetic 8x8 "bar" images so the
 script needs no download and runs in seconds on a CPU.
 
-    python examples/seed002_loop.py
+    python examples/mlp_loop.py
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from wgangp_fast.integrations.seeds import compute_gradient_penalty
+from wgangp_fast.integrations.functions import compute_gradient_penalty
 
 
 @dataclass

@@ -1,10 +1,11 @@
-"""Seed 003's loss-class style (WassersteinGANLoss, LayerNorm conv critic) with the fused penalty.
+"""A training script with a loss object (WassersteinGANLoss, LayerNorm conv critic) with the fused
+penalty.
 
-The change to the seed's code: its `gradient_penalty` and `WassersteinGANLoss` definitions are
-replaced by the import below; `train_wgan_gp` is the seed's loop. The data are synthetic 32x32
+The change to such a script: its `gradient_penalty` and `WassersteinGANLoss` definitions are
+replaced by the import below; `train_wgan_gp` is its loop, unchanged. The data are synthetic 32x32
 blob images, so nothing is downloaded and it runs in seconds on a CPU.
 
-    python examples/seed003_loss.py
+    python examples/loss_object.py
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from wgangp_fast.integrations.seeds import WassersteinGANLoss
+from wgangp_fast.integrations.functions import WassersteinGANLoss
 
 
 class WGANCritic(nn.Module):

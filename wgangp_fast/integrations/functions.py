@@ -1,17 +1,20 @@
-"""Drop-ins with the signatures of the seed codes' penalty functions, on the fused ops.
+"""Drop-ins with the signatures of two common hand-written penalty functions and a loss object,
+on the fused ops.
 
-- `compute_gradient_penalty(critic, real, fake, device)`: seed 002's function, the unscaled mean
+- `compute_gradient_penalty(critic, real, fake, device)`: a per-sample penalty function with a
+  device argument, the unscaled mean
   of (||grad|| - 1)^2 (the caller multiplies by gp_lambda).
-- `gradient_penalty(D, real_data, fake_data, device, lambda_gp=10)`: seed 003's, scaled.
-- `WassersteinGANLoss(lambda_gp=10)`: seed 003's loss object, `critic_loss(D, real_data,
+- `gradient_penalty(D, real_data, fake_data, device, lambda_gp=10)`: the same, scaled by
+  lambda_gp.
+- `WassersteinGANLoss(lambda_gp=10)`: a loss object around it, `critic_loss(D, real_data,
   fake_data, device)` -> (loss, info dict) and `generator_loss(d_fake)`.
 
-Each draws one alpha per sample as the seeds do (`torch.rand(B, 1, 1, 1, device=device)`: the
+Each draws one alpha per sample as those functions do (`torch.rand(B, 1, 1, 1, device=device)`: the
 same B values as `torch.rand(B, device=device)`, from the RNG of the `device` argument) and moves
-it to the data, so for the same RNG state it returns the seed's value up to float rounding. The
-seeds' alpha shape broadcasts per sample only for 4-D [B, C, H, W] batches, the case they are
-written for; these drop-ins treat every rank per sample. Like the seeds, they keep the graph of
-real and fake (the caller detaches the generator's output, as the seeds' loops do).
+it to the data, so for the same RNG state it returns the original's value up to float rounding.
+The originals' alpha shape broadcasts per sample only for 4-D [B, C, H, W] batches, the case they
+are written for; these drop-ins treat every rank per sample. Like the originals, they keep the
+graph of real and fake (the caller detaches the generator's output, as their loops do).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def _seed_penalty(critic, real: Tensor, fake: Tensor, device, lambda_gp) -> Tens
     if not isinstance(device, (str, int, torch.device)) or isinstance(device, bool):
         raise TypeError(
             f"device must be a device (a str or torch.device, where alpha is drawn), got "
-            f"{type(device).__name__}: these drop-ins have the seed codes' signatures "
+            f"{type(device).__name__}: these drop-ins have the signatures of the functions they replace "
             f"(critic, real, fake, device). For another code's penalty function (a conditional "
             f"critic's labels, no device argument, a numpy alpha) call "
             f"wgangp_fast.drop_in_penalty(critic, real, fake, *inputs, lambda_gp=...) instead "
