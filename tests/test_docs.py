@@ -28,9 +28,6 @@
   `make`, `pip`, `git`, `cd`, `export` and every other command are not run: they set up a
   machine, which the tests cannot redo per block.
 
-README.md has python blocks that fail today; README_XFAIL names them, each expected to fail
-(strict: a block that starts to pass fails the test, so its entry must go). The README cut
-empties it.
 """
 
 from __future__ import annotations
@@ -56,26 +53,6 @@ SHELL_LANGUAGES = ("bash", "sh", "shell", "console", "")
 BUILTIN_DATASETS = ("ring8", "grid25", "swissroll", "digits")
 # an argument that stands for more arguments (`wgangp-fast train ...`): dropped before parsing
 PLACEHOLDER = "..."
-# README.md's python blocks that fail as written today, by a phrase of the block: the reason,
-# and whether to run it (strict xfail: a block that starts to pass fails the test; a block not run
-# because it takes minutes leaves the list when its phrase leaves the README). The README cut
-# rewrites these blocks; each must then leave this list.
-README_XFAIL = {
-    "wgangp_fast.drop_in_penalty(critic, real, fake, labels":
-        ("no imports or data; passes labels to an unconditional critic", True),
-    "x_hat = wgf.interpolate(real, fake, pac=10)": ("no critic, real or fake defined", True),
-    "step = wgf.CriticStep(critic, opt_c": ("no critic, optimiser or data defined", True),
-    'WGANGPConfig.for_dataset("ring8", steps=2000':
-        ("2000 training steps: minutes, past PYTHON_TIMEOUT_S", False),
-}
-# README.md's commands that wgangp-fast refuses since it changed under them, by a phrase of the
-# command: a phrase of the one-line error they must stop with. The README cut rewrites them; each
-# must then leave this list (a listed command that runs fails the test).
-README_REFUSED = {
-    # the ring8 preset's lr decays to 0 at its last step; a larger total moves that horizon
-    # (issue 32): `--resume --steps 8000 --lr-decay-steps 8000`
-    "--out runs/ring8 --resume --steps 8000": "runs past step",
-}
 
 
 @dataclass
@@ -142,26 +119,7 @@ def _env(**extra) -> dict:
     return env
 
 
-def _xfail_phrase(block: Block) -> Optional[str]:
-    if block.page.name != "README.md" or block.page.parent != ROOT:
-        return None
-    found = [p for p in README_XFAIL if p in block.code]
-    return found[0] if found else None
-
-
-def _python_params():
-    params = []
-    for b in PYTHON_BLOCKS:
-        marks = []
-        phrase = _xfail_phrase(b)
-        if phrase is not None:
-            reason, run = README_XFAIL[phrase]
-            marks.append(pytest.mark.xfail(reason=reason, strict=True, run=run))
-        params.append(pytest.param(b, id=b.where, marks=marks))
-    return params
-
-
-@pytest.mark.parametrize("block", _python_params())
+@pytest.mark.parametrize("block", [pytest.param(b, id=b.where) for b in PYTHON_BLOCKS])
 def test_python_block_runs(block: Block, tmp_path):
     reason = notest_reason(block.info)
     if reason is not None:
@@ -178,29 +136,6 @@ def test_python_block_runs(block: Block, tmp_path):
     assert done.returncode == 0, (
         f"{block.where}: the python block failed (exit {done.returncode}); line k of block.py "
         f"is line {block.line} + k of the page\n{done.stderr[-3000:]}")
-
-
-def _refused_phrase(cmd) -> Optional[str]:
-    if cmd.block.page != ROOT / "README.md":
-        return None
-    found = [README_REFUSED[p] for p in README_REFUSED if p in cmd.text]
-    return found[0] if found else None
-
-
-def test_readme_refused_list_names_commands_that_exist():
-    for phrase in README_REFUSED:
-        hits = [c.where for c in COMMANDS if c.block.page == ROOT / "README.md"
-                and phrase in c.text]
-        assert len(hits) == 1, (f"README_REFUSED's {phrase!r} should name one command of "
-                                f"README.md, names {hits}: fixed or moved? take it off the list")
-
-
-def test_readme_xfail_list_names_blocks_that_exist():
-    readme = [b for b in PYTHON_BLOCKS if b.page == ROOT / "README.md"]
-    for phrase in README_XFAIL:
-        hits = [b.where for b in readme if phrase in b.code]
-        assert len(hits) == 1, (f"README_XFAIL's {phrase!r} should name one python block of "
-                                f"README.md, names {hits}: fixed or moved? take it off the list")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,14 +268,19 @@ def _shortened(cmd: Command, ns, sub: str, cwd: Path) -> List[str]:
                        "1", "--critics", "mlp28", "--no-plot"]
     if sub == "sample":
         return argv + ["-n", str(min(ns.n, 500)), "--threads", "1"]
-    steps = 2
-    if ns.resume:
-        import torch
+    cheap = ["--eval-samples", "500", "--threads", "1", "--no-progress"]
+    if not ns.resume:
+        return argv + ["--steps", "2"] + cheap
+    if ns.steps is None:
+        # resumed to the run's own total: the shortened run's, which it already reached
+        return argv + cheap
+    # a larger total: 2 steps more than the checkpoint's, and so the decay's horizon if given
+    import torch
 
-        ckpt = cwd / (ns.out or f"runs/{ns.dataset or 'ring8'}") / "checkpoint.pt"
-        steps += torch.load(ckpt, map_location="cpu", weights_only=True)["step"]
-    return argv + ["--steps", str(steps), "--eval-samples", "500", "--threads", "1",
-                   "--no-progress"]
+    ckpt = cwd / (ns.out or f"runs/{ns.dataset or 'ring8'}") / "checkpoint.pt"
+    steps = 2 + torch.load(ckpt, map_location="cpu", weights_only=True)["step"]
+    more = ["--lr-decay-steps", str(steps)] if ns.lr_decay_steps is not None else []
+    return argv + ["--steps", str(steps)] + more + cheap
 
 
 def _block_params():
@@ -365,14 +305,6 @@ def test_shell_commands_parse_and_cheap_ones_run(commands: List[Command], tmp_pa
                                   text=True, timeout=SHELL_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             pytest.fail(f"{cmd.where}: `{cmd.text}` (shortened) ran past {SHELL_TIMEOUT_S} s")
-        refused = _refused_phrase(cmd)
-        if refused is not None:
-            assert done.returncode == 2 and refused in done.stderr, (
-                f"{cmd.where}: `{cmd.text}` is in README_REFUSED but did not stop with "
-                f"{refused!r} (exit {done.returncode}): take it off the list\n"
-                f"{done.stderr[-1500:]}")
-            parsed_only.append(f"{cmd.where} (refused, as README_REFUSED says)")
-            continue
         assert done.returncode == 0, (
             f"{cmd.where}: `{cmd.text}` failed (exit {done.returncode}), run shortened as "
             f"`{' '.join(argv[1:])}` in an empty folder:\n{done.stdout[-1500:]}\n"
