@@ -45,12 +45,15 @@ from typing import List, Optional, Tuple
 
 import pytest
 
+from wgangp_fast.train.data import DATASETS, FILE_DATASETS
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").rglob("*.md"))
 PYTHON_TIMEOUT_S = 300
 SHELL_TIMEOUT_S = 300
 SHELL_LANGUAGES = ("bash", "sh", "shell", "console", "")
-BUILTIN_DATASETS = ("ring8", "grid25", "swissroll", "digits")
+# the datasets a command can train on with no file (made or shipped by the package)
+BUILTIN_DATASETS = tuple(name for name in DATASETS if name not in FILE_DATASETS)
 # an argument that stands for more arguments (`wgangp-fast train ...`): dropped before parsing
 PLACEHOLDER = "..."
 
@@ -248,9 +251,11 @@ def _why_not_run(cmd: Command, ns, sub: str, cwd: Path) -> str:
         source = cwd / ns.source
         found = source.is_file() or (source / "checkpoint.pt").is_file()
         return "" if found else "sample of a run no command above it in the block trained"
-    data = [flag for flag in ("csv", "images", "mnist", "data_path") if getattr(ns, flag, None)]
+    flags = [name.replace("-", "_") for name in FILE_DATASETS] + ["data_path"]
+    data = [flag for flag in flags if getattr(ns, flag, None)]
     if data:
-        return f"--{data[0].replace('_path', '')} names a data file the block does not make"
+        flag = data[0].replace("_path", "").replace("_", "-")
+        return f"--{flag} names a data file the block does not make"
     if ns.dataset not in (None, *BUILTIN_DATASETS):
         return f"--dataset {ns.dataset} needs a data file"
     if ns.resume and not (cwd / (ns.out or f"runs/{ns.dataset or 'ring8'}") /

@@ -41,8 +41,8 @@ class TrainStep(StepBase):
         stats = train(reals)          # n_critic real batches: a sequence or a [n_critic, B, ...]
         stats = train(reals, labels, generator_labels)     # a conditional run
 
-    Conditional runs: `labels` holds one label batch per real batch (row i of labels[k] is the
-    class of reals[k][i]) and `generator_labels` the labels of the generator step's samples. The
+    Conditional runs: `labels` holds one label batch per real batch (row i of `labels[k]` is the
+    class of `reals[k][i]`) and `generator_labels` the labels of the generator step's samples. The
     critic step's fakes are G(z, labels[k]) (GeneratorStep(conditional=True); G(z) otherwise), so
     real and fake share their labels row by row and the penalty interpolates samples of one
     class; the critic is called critic(x, labels).

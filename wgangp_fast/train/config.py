@@ -233,7 +233,7 @@ class WGANGPConfig:
 
     @classmethod
     def for_dataset(cls, dataset: str = "ring8", **overrides: Any) -> WGANGPConfig:
-        """The seed defaults, then the dataset's preset, then `overrides` (None values ignored)."""
+        """The defaults, then the dataset's preset, then `overrides` (None values ignored)."""
         settings: Dict[str, Any] = {"dataset": dataset}
         settings.update(DATASET_PRESETS.get(dataset, {}))
         settings.update({k: v for k, v in overrides.items() if v is not None})
