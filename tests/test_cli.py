@@ -219,12 +219,12 @@ def test_an_output_folder_that_cannot_be_created_is_refused(tmp_path, capsys):
 
 
 def test_an_unwritable_output_folder_is_refused(tmp_path, capsys, monkeypatch):
-    from wgangp_fast.train import checkpoint as trainer_mod
+    from wgangp_fast.train import folder as folder_mod
 
     out = tmp_path / "ro"
     out.mkdir()
     real_access = os.access
-    monkeypatch.setattr(trainer_mod.os, "access",
+    monkeypatch.setattr(folder_mod.os, "access",
                         lambda p, mode: False if str(p) == str(out) else real_access(p, mode))
     assert _train(out) == 2
     assert f"--out {out}: the folder is not writable" in capsys.readouterr().err
@@ -232,10 +232,10 @@ def test_an_unwritable_output_folder_is_refused(tmp_path, capsys, monkeypatch):
 
 
 def test_a_full_output_folder_is_refused_before_training(tmp_path, capsys, monkeypatch):
-    from wgangp_fast.train import checkpoint as trainer_mod
+    from wgangp_fast.train import folder as folder_mod
 
     usage = types.SimpleNamespace(total=2 ** 30, used=2 ** 30 - 4096, free=4096)
-    monkeypatch.setattr(trainer_mod.shutil, "disk_usage", lambda path: usage)
+    monkeypatch.setattr(folder_mod.shutil, "disk_usage", lambda path: usage)
     out = tmp_path / "full"
     assert _train(out) == 2
     err = capsys.readouterr().err

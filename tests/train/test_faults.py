@@ -20,7 +20,7 @@ import torch
 
 from wgangp_fast import cli
 from wgangp_fast.train import WGANGPConfig, WGANGPTrainer
-from wgangp_fast.train.checkpoint import LOCK_NAME
+from wgangp_fast.train.folder import LOCK_NAME
 
 if sys.platform == "win32":
     pytest.skip("SIGKILL and fork-free process control are POSIX", allow_module_level=True)

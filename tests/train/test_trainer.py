@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from wgangp_fast import train as trainer_mod
-from wgangp_fast.train import NonFiniteLossError, WGANGPConfig, WGANGPTrainer, checkpoint
+from wgangp_fast.train import NonFiniteLossError, WGANGPConfig, WGANGPTrainer, folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -632,17 +632,17 @@ def test_a_dead_runs_lock_and_temporaries_are_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     pid = int(dead.stdout)
-    (tmp_path / checkpoint.LOCK_NAME).write_text(f"{pid} somehost 0\n")
+    (tmp_path / folder.LOCK_NAME).write_text(f"{pid} somehost 0\n")
     (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"torn")
     (tmp_path / "other.tmp").write_bytes(b"not ours")
     with trainer_mod.lock_output_folder(str(tmp_path)) as lock:
         assert lock.stale_holder == f"pid {pid} on somehost"
         assert lock.removed == [".checkpoint.pt.abc123.tmp"]
-        text = (tmp_path / checkpoint.LOCK_NAME).read_text()
+        text = (tmp_path / folder.LOCK_NAME).read_text()
         assert text.split()[0] == str(os.getpid())
         with trainer_mod.lock_output_folder(str(tmp_path)) as again:  # re-entrant
             assert again.stale_holder == "" and again.removed == []
-        assert (tmp_path / checkpoint.LOCK_NAME).exists()
+        assert (tmp_path / folder.LOCK_NAME).exists()
     assert sorted(os.listdir(tmp_path)) == ["other.tmp"]
 
 
@@ -651,8 +651,8 @@ def test_the_pid_file_lock_without_flock(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    monkeypatch.setattr(checkpoint, "fcntl", None)
-    lock_file = tmp_path / checkpoint.LOCK_NAME
+    monkeypatch.setattr(folder, "fcntl", None)
+    lock_file = tmp_path / folder.LOCK_NAME
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         lock_file.write_text(f"{alive.pid} otherhost 0\n")

@@ -1,6 +1,6 @@
-"""Checkpoints and the output folder: atomic writes, the checks a checkpoint passes before a run
-continues from it, the folder's lock (with the stale lock and temporary files a killed run leaves),
-the free-space check, and the capture and restore of every RNG a run draws from.
+"""Checkpoints: atomic writes, the checks a checkpoint passes before a run continues from it, and
+the capture and restore of every RNG a run draws from (the output folder's lock and free-space
+check are in wgangp_fast.train.folder).
 
 Checkpoints are written to a temporary file in the same folder, fsync'ed and renamed over the old
 one, and load with `torch.load(weights_only=True)`.
@@ -12,16 +12,8 @@ import contextlib
 import errno
 import os
 import random
-import shutil
-import socket
 import tempfile
-import time
 from typing import Any, Dict, List, Tuple
-
-try:
-    import fcntl
-except ImportError:  # Windows: the lock falls back to a pid file
-    fcntl = None
 
 import numpy as np
 import torch
@@ -29,22 +21,19 @@ from torch import Tensor, nn
 
 from . import data as data_mod
 from .config import LOSS_KEYS
+from .folder import CHECKPOINT_NAME, free_bytes, megabytes
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_NAME",
-    "LOCK_NAME",
     "CheckpointError",
     "CheckpointWriteError",
-    "OutputFolderError",
     "atomic_save",
     "check_checkpoint",
     "check_optimizer_state",
-    "lock_output_folder",
     "read_checkpoint",
 ]
 
-CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 
 
@@ -56,10 +45,6 @@ class CheckpointWriteError(OSError):
     """The checkpoint could not be written (no space left, no permission); the previous one, if
     any, is untouched."""
 
-
-class OutputFolderError(RuntimeError):
-    """The output folder cannot take this run: in use by another run, not writable, or short of
-    space for a checkpoint."""
 
 
 def _os_error_in(exc: BaseException) -> OSError | None:
@@ -73,16 +58,6 @@ def _os_error_in(exc: BaseException) -> OSError | None:
         exc = exc.__cause__ or exc.__context__
     return None
 
-
-def _free_bytes(folder: str) -> int | None:
-    try:
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return None
-
-
-def _mb(n: float) -> str:
-    return f"{n / 2 ** 20:.1f} MB"
 
 
 def atomic_save(obj: Any, path: str) -> None:
@@ -125,8 +100,8 @@ def _write_error(path: str, cause: OSError, exc: BaseException) -> CheckpointWri
     kept = "the previous checkpoint is kept" if os.path.isfile(path) else "no checkpoint written"
     reason = cause.strerror or str(cause)
     if cause.errno in (errno.ENOSPC, errno.EDQUOT):
-        free = _free_bytes(folder)
-        shown = f", {_mb(free)} free" if free is not None else ""
+        free = free_bytes(folder)
+        shown = f", {megabytes(free)} free" if free is not None else ""
         fix = "free some space or choose another output folder (--out)"
         reason = f"{reason} (the filesystem of {folder}{shown})"
     else:
@@ -135,171 +110,6 @@ def _write_error(path: str, cause: OSError, exc: BaseException) -> CheckpointWri
                                              f"{kept}: {fix}")
 
 
-LOCK_NAME = ".wgangp-fast.lock"
-# locks this process holds: real path of the folder -> [lock file descriptor, count, whether
-# the lock created the folder]
-_HELD_LOCKS: Dict[str, List[Any]] = {}
-
-
-def _lock_holder(text: str) -> str:
-    fields = text.split()
-    if len(fields) >= 2:
-        return f"pid {fields[0]} on {fields[1]}"
-    return "a process whose pid the lock file does not say"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _in_use(folder: str, holder: str) -> OutputFolderError:
-    return OutputFolderError(
-        f"--out {folder} is in use by another wgangp-fast run ({holder}): two runs on one folder "
-        f"would overwrite each other's checkpoint and outputs. Wait for that run to end (or stop "
-        f"it), or give this run another output folder (--out)")
-
-
-def _read_lock(fd: int) -> str:
-    os.lseek(fd, 0, os.SEEK_SET)
-    return os.read(fd, 4096).decode("utf-8", "replace")
-
-
-def _take_lock(folder: str, path: str) -> Tuple[int, str]:
-    """An open, locked lock file in `folder` and what it said before (a dead holder's pid)."""
-    dead = ""
-    for _ in range(100):
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | (0 if fcntl else os.O_EXCL), 0o644)
-        except FileExistsError:  # the pid-file fallback
-            with open(path) as f:
-                text = f.read()
-            fields = text.split()
-            pid = int(fields[0]) if fields and fields[0].isdigit() else None
-            if pid is not None and pid != os.getpid() and _pid_alive(pid):
-                raise _in_use(folder, _lock_holder(text)) from None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            dead = text
-            continue
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                text = _read_lock(fd)
-                os.close(fd)
-                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                    raise _in_use(folder, _lock_holder(text)) from None
-                raise
-            # the holder removes the file when it ends: a lock on a file no longer at `path`
-            # guards nothing, so start again
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(path))
-            except FileNotFoundError:
-                same = False
-            if not same:
-                os.close(fd)
-                continue
-        before = _read_lock(fd) or dead
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()} {time.time():.0f}\n".encode())
-        return fd, before
-    raise OutputFolderError(f"--out {folder}: could not take the lock {path} (it keeps being "
-                            f"replaced)")
-
-
-def _remove_stale_temporaries(folder: str) -> List[str]:
-    """Temporary checkpoint files that a killed write left behind (atomic_save's own are removed
-    when the write fails; a SIGKILL leaves them). Only called with the folder's lock held, so
-    no live run of ours is writing them."""
-    prefix = "." + CHECKPOINT_NAME + "."
-    removed = []
-    for name in os.listdir(folder):
-        if name.startswith(prefix) and name.endswith(".tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(folder, name))
-                removed.append(name)
-    return removed
-
-
-class _FolderLock:
-    """What lock_output_folder returns: which stale lock it took over and which stale temporary
-    files it removed (both empty for a clean folder)."""
-
-    def __init__(self, folder: str, key: str, stale_holder: str, removed: List[str]) -> None:
-        self.folder, self._key = folder, key
-        self.stale_holder, self.removed = stale_holder, removed
-        self._released = False
-
-    def release(self) -> None:
-        if self._released:
-            return
-        self._released = True
-        entry = _HELD_LOCKS.get(self._key)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] == 0:
-            del _HELD_LOCKS[self._key]
-            # removed before it is unlocked, so a run that opens it meanwhile sees it gone
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self._key, LOCK_NAME))
-            os.close(entry[0])
-            if entry[2]:
-                # a run refused at start leaves no empty folder behind (rmdir only removes an
-                # empty one)
-                with contextlib.suppress(OSError):
-                    os.rmdir(self._key)
-
-    def __enter__(self) -> _FolderLock:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def lock_output_folder(folder: str) -> _FolderLock:
-    """Lock `folder` for this run (re-entrant within a process): creates the folder, checks that
-    it is writable, refuses a folder another live run holds (naming its pid), takes over the lock
-    of a run that died, and removes the temporary files of checkpoint writes that a kill
-    interrupted. Use as a context manager, or call .release().
-
-    The lock is an flock on `folder/.wgangp-fast.lock`, which also holds the holder's pid and
-    host: the kernel drops it when the holder dies, even by SIGKILL, so a stale lock never
-    blocks a new run."""
-    created = not os.path.exists(folder)
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise OutputFolderError(f"--out {folder}: cannot create the output folder "
-                                f"({exc.strerror or exc}): choose a folder you can write to") \
-            from None
-    if not os.path.isdir(folder):
-        raise OutputFolderError(f"--out {folder} exists and is not a folder")
-    key = os.path.realpath(folder)
-    entry = _HELD_LOCKS.get(key)
-    if entry is not None:
-        entry[1] += 1
-        return _FolderLock(folder, key, "", [])
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputFolderError(f"--out {folder}: the folder is not writable by this user: fix "
-                                f"its permissions or choose another output folder (--out)")
-    try:
-        fd, before = _take_lock(folder, os.path.join(key, LOCK_NAME))
-    except OSError as exc:
-        raise OutputFolderError(f"--out {folder}: cannot write in the output folder "
-                                f"({exc.strerror or exc}): fix its permissions or free space, "
-                                f"or choose another output folder (--out)") from None
-    _HELD_LOCKS[key] = [fd, 1, created]
-    stale = _lock_holder(before) if before.split() and before.split()[0] != str(os.getpid()) \
-        else ""
-    return _FolderLock(folder, key, stale, _remove_stale_temporaries(key))
 
 
 def _non_finite(tensors, where: str) -> List[str]:
@@ -692,13 +502,3 @@ def check_data_matches(state: Dict[str, Any], dataset: data_mod.Dataset, source:
                     f"these settings build: {key} is {shown(b)} in the checkpoint and "
                     f"{shown(a)} here (did the data change since the checkpoint was "
                     f"written?); {fix}")
-
-
-def check_free_space(folder: str, need: int) -> None:
-    """OutputFolderError unless the filesystem of `folder` has `need` bytes free (unknown free
-    space passes)."""
-    free = _free_bytes(folder)
-    if free is not None and free < need:
-        raise OutputFolderError(
-            f"--out {folder}: {_mb(free)} free on its filesystem, but a checkpoint of this run "
-            f"needs about {_mb(need)}: free some space or choose another output folder (--out)")

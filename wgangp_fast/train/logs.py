@@ -18,9 +18,10 @@ import warnings
 from typing import Dict, List, Sequence, Tuple
 
 from .config import HISTORY_KEYS
+from .outputs import history_row, plot_samples, save_image_grid, write_history
 
 __all__ = ["HISTORY_NAME", "SAMPLES_DIR", "TENSORBOARD_DIR", "RunLog", "missing_tensorboard",
-           "snapshot_path", "write_history", "write_sample_grid"]
+           "snapshot_path", "write_sample_grid"]
 
 HISTORY_NAME = "history.csv"
 TENSORBOARD_DIR = "tensorboard"
@@ -39,21 +40,6 @@ def missing_tensorboard() -> str:
             "pip install 'wgangp_fast[tensorboard]'")
 
 
-def _row(step: int, record: Dict[str, float]) -> Tuple:
-    return (step,) + tuple(f"{record[k]:.6g}" for k in HISTORY_KEYS)
-
-
-def write_history(path: str, history: Dict[str, List[float]]) -> None:
-    """history.csv: a header, then one row per generator step (1-based), every HISTORY_KEYS
-    column (nan where a value was not measured)."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(("step",) + HISTORY_KEYS)
-        n = len(history[HISTORY_KEYS[0]])
-        for i in range(n):
-            writer.writerow(_row(i + 1, {k: history[k][i] for k in HISTORY_KEYS}))
-
-
 def snapshot_path(folder: str, step: int | None) -> str:
     """samples/step_000500.png, or samples/real.png for the real data (step None)."""
     name = "real.png" if step is None else f"step_{step:06d}.png"
@@ -67,18 +53,16 @@ def write_sample_grid(folder: str, dataset, samples, step: int, name: str,
     column histograms beside the real ones; with samples None the real data's picture,
     folder/samples/real.png, written once (None where it is there already). Into `log`'s
     TensorBoard too. Returns the path written."""
-    from . import outputs
-
     path = snapshot_path(folder, None if samples is None else step)
     if samples is None and os.path.exists(path):
         return None
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if dataset.kind == "image":
         images = samples if samples is not None else dataset.reference(64, seed=1)[:64]
-        outputs.save_image_grid(images, path)
+        save_image_grid(images, path)
     else:
         title = f"{name}: real data" if samples is None else f"{name}: step {step}"
-        outputs.plot_samples(dataset, samples, path, title=title)
+        plot_samples(dataset, samples, path, title=title)
     if log is not None:
         log.image("real" if samples is None else "samples", path, step)
     return path
@@ -121,7 +105,7 @@ class RunLog:
             self._tb.flush()
         try:
             for step, record in rows:
-                self._csv.writerow(_row(step, record))
+                self._csv.writerow(history_row(step, record))
             self._file.flush()
         except OSError as exc:
             warnings.warn(f"history.csv in {self.folder} can no longer be written ({exc}); the "

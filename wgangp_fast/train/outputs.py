@@ -10,19 +10,36 @@ range mapped onto it), tables as CSV rows with the columns' names and types, poi
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
 from . import data as data_mod
-from .config import WGANGPConfig
-from .logs import write_history
+from .config import HISTORY_KEYS, WGANGPConfig
 
-__all__ = ["image_bytes", "image_canvas", "plot_curves", "plot_samples", "save_image_grid", "summarise_history",
-           "write_outputs"]
+__all__ = ["history_row", "image_bytes", "image_canvas", "plot_curves", "plot_samples",
+           "save_image_grid", "summarise_history", "write_history", "write_outputs"]
+
+
+def history_row(step: int, record: Dict[str, float]) -> Tuple:
+    """One history.csv row: the step, then each HISTORY_KEYS value to 6 significant digits."""
+    return (step,) + tuple(f"{record[k]:.6g}" for k in HISTORY_KEYS)
+
+
+def write_history(path: str, history: Dict[str, List[float]]) -> None:
+    """history.csv (rewritten whole; wgangp_fast.train.logs.RunLog appends to it while a run
+    trains): a header, then one row per generator step (1-based), every HISTORY_KEYS
+    column (nan where a value was not measured)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("step",) + HISTORY_KEYS)
+        n = len(history[HISTORY_KEYS[0]])
+        for i in range(n):
+            writer.writerow(history_row(i + 1, {k: history[k][i] for k in HISTORY_KEYS}))
 
 
 def summarise_history(history: Dict[str, List[float]]) -> Dict[str, float]:

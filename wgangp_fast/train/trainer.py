@@ -50,8 +50,6 @@ current step with a checkpoint of it.
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
 import math
 import os
 import random
@@ -62,30 +60,20 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .. import backends
-from .. import steps as steps_mod
 from . import checkpoint as ckpt_mod
 from . import data as data_mod
 from . import distributed, schedule
 from . import logs as logs_mod
 from . import metrics as metrics_mod
 from . import outputs as outputs_mod
-from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, lock_output_folder
-from .config import HISTORY_KEYS, LOSS_KEYS, PENALTY_KINDS, RESUMABLE, WGANGPConfig
-from .models import (
-    ConvCritic,
-    ConvGenerator,
-    MLPCritic,
-    MLPGenerator,
-    PacCritic,
-    TabularGenerator,
-    init_he,
-)
-from .models_resnet import ResNetCritic, ResNetGenerator
+from .config import HISTORY_KEYS, LOSS_KEYS, WGANGPConfig
+from .folder import CHECKPOINT_NAME, check_free_space, lock_output_folder
+from .trainer_build import RunConstruction
 from .trainer_classes import ConditionalRun
 from .trainer_quality import ImageQualityRun
+from .trainer_state import CheckpointedRun, NonFiniteLossError
 
 __all__ = ["NonFiniteLossError", "TrainingInterrupted", "WGANGPTrainer"]
 
@@ -102,18 +90,6 @@ class TrainingInterrupted(KeyboardInterrupt):
         name = signal.Signals(signum).name
         where = f"; checkpoint saved to {checkpoint}" if checkpoint else ""
         super().__init__(f"{name} stopped the run after step {step}{where}")
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or infinite; the run stops and the last good checkpoint is kept."""
-
-    def __init__(self, step: int, values: Dict[str, float]) -> None:
-        self.step = step
-        self.values = values
-        shown = ", ".join(f"{k}={v}" for k, v in values.items())
-        super().__init__(f"non-finite loss at step {step} ({shown}); training stopped. The last "
-                         f"good checkpoint (if any) was kept: lower the learning rate or check "
-                         f"the data")
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -155,7 +131,7 @@ def _stop_on_signals(enabled: bool):
             signal.signal(sig, old)
 
 
-class WGANGPTrainer(ConditionalRun, ImageQualityRun):
+class WGANGPTrainer(RunConstruction, CheckpointedRun, ConditionalRun, ImageQualityRun):
     """Builds the data, models and optimisers of a `WGANGPConfig` and trains them.
 
         trainer = WGANGPTrainer(WGANGPConfig.for_dataset("ring8", steps=2000))
@@ -252,195 +228,6 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
         self._lr_segment: Tuple[int, float] = schedule.FIRST_SEGMENT
         # (real path, step) of the checkpoint on disk that holds this exact state, if any
         self._saved_at: Tuple[str, int] | None = None
-
-    # -- construction ------------------------------------------------------------------------
-
-    def _model_kind(self) -> str:
-        cfg, kind, ds = self.config, self.config.model, self.dataset
-        if kind == "auto":
-            if ds.kind == "tabular" or cfg.pac > 1:
-                kind = "pac"
-            elif ds.kind == "image":
-                c, h, w = ds.shape
-                if h != w or h < 8 or h & (h - 1):
-                    raise ValueError(f"model 'auto' gives images conv (below 32x32) or resnet "
-                                     f"models (from 32x32 up), which need square images with a "
-                                     f"power-of-two side >= 8, got {h}x{w}: pass --image-size "
-                                     f"(e.g. 32), or choose --model mlp")
-                kind = "conv" if h < 32 else "resnet"
-            else:
-                kind = "mlp"
-        if kind in ("conv", "resnet"):
-            if ds.kind != "image":
-                raise ValueError(f"model {kind!r} needs image data, dataset {cfg.dataset!r} is "
-                                 f"{ds.kind}")
-            c, h, w = ds.shape
-            if h != w or h < 8 or h & (h - 1):
-                raise ValueError(f"model {kind!r} needs square images with a power-of-two side "
-                                 f">= 8, got {h}x{w}: pass image_size (--image-size 32) to resize")
-        if cfg.critic_norm != "none" and kind != "resnet":
-            raise ValueError(f"critic_norm (--critic-norm) {cfg.critic_norm!r} is the resnet "
-                             f"critic's; model {kind!r} has its own")
-        if cfg.method == "sn" and kind == "resnet":
-            raise ValueError("method 'sn' (spectral norm) works with models 'mlp' and 'conv', "
-                             "not 'resnet'")
-        return kind
-
-    def _build_models(self) -> Tuple[nn.Module, nn.Module]:
-        gen, critic = self._new_models()
-        # the resnet pair keeps its own init (He's for the convolutions, the paper's)
-        if self.config.weight_init == "he" and self.model_kind != "resnet":
-            init_he(gen)
-            init_he(critic)
-        if self.class_names is not None:
-            gen, critic = self._conditional_models(gen, critic)
-        return gen, critic
-
-    def _new_models(self) -> Tuple[nn.Module, nn.Module]:
-        cfg, ds = self.config, self.dataset
-        sn = cfg.method == "sn"
-        # a conditional generator takes [z, embedding(label)], the embedding z's size
-        latent = cfg.latent_dim * (2 if cfg.conditional else 1)
-        if self.model_kind == "resnet":
-            c, size, _ = ds.shape
-            return (ResNetGenerator(latent, c, size, cfg.resnet_width),
-                    ResNetCritic(c, size, cfg.resnet_width, cfg.critic_norm))
-        if self.model_kind == "conv":
-            c, size, _ = ds.shape
-            return (ConvGenerator(latent, c, size, cfg.feature_maps),
-                    ConvCritic(c, size, cfg.feature_maps, spectral_norm=sn))
-        if ds.kind == "tabular":
-            gen: nn.Module = TabularGenerator(latent, ds.dim,
-                                              hidden=(cfg.hidden_dim, cfg.hidden_dim),
-                                              categorical_spans=ds.categorical_spans,
-                                              tanh_columns=getattr(ds, "tanh_columns", ()),
-                                              tanh_scale=getattr(ds, "tanh_scale", 1.0))
-        else:
-            act = "tanh" if ds.kind == "image" else None
-            gen = MLPGenerator(latent, cfg.hidden_dim, ds.shape, act,
-                               batch_norm=cfg.generator_batchnorm)
-        if self.model_kind == "pac":
-            width = ds.dim + (len(self.class_names) if cfg.conditional else 0)
-            critic: nn.Module = PacCritic(width, cfg.pac, hidden=(cfg.hidden_dim, cfg.hidden_dim))
-        else:
-            critic = MLPCritic(ds.shape, cfg.hidden_dim, spectral_norm=sn)
-        return gen, critic
-
-    def _check_batch_norm_batch(self) -> None:
-        """BatchNorm in training mode needs two samples per batch; a batch of one would fail at
-        the first generator call, so it is refused here, before any training."""
-        cfg = self.config
-        if cfg.batch_size >= 2 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
-                                          for m in self.generator.modules()):
-            return
-        fix = ("use batch_size >= 2 (--batch 2)" + (
-            ", or a generator without BatchNorm (generator_batchnorm=False, "
-            "--no-generator-batchnorm)" if isinstance(self.generator, MLPGenerator) else ""))
-        raise ValueError(f"batch_size {cfg.batch_size} is too small for the "
-                         f"{type(self.generator).__name__}'s BatchNorm layers, which need at "
-                         f"least 2 samples per batch in training: {fix}")
-
-    def _check_backend(self) -> None:
-        """The penalty backend must run on this run's device: checked now, not at the first
-        critic step."""
-        cfg = self.config
-        if cfg.method not in PENALTY_KINDS or cfg.penalty_impl != "fused":
-            return
-        try:
-            backends.resolve(cfg.backend, self.device)
-        except (RuntimeError, ValueError) as exc:
-            raise ValueError(f"backend {cfg.backend!r} (--backend) cannot compute the penalty on "
-                             f"{self.device}: {exc}. Available here: "
-                             f"{', '.join(backends.available_backends())}; "
-                             f"'auto' picks one") from None
-
-    def _build_train_step(self, scalers, step_options: Dict[str, Any] | None
-                          ) -> steps_mod.TrainStep:
-        """Every iteration of every configuration runs through one wgangp_fast.steps.TrainStep:
-        the method's penalty (or none, for clip and sn), weight clipping as the critic step's
-        post_step hook, the plain-autograd penalty as its penalty_impl, lazy regularisation,
-        autocast and the fp16 GradScalers, DDP models. The mode is
-        checked here (wgangp_fast.steps.policy), so a mode that cannot run this configuration is
-        refused before training. `step_options` go to both step classes (compile_options,
-        simulate_graphs, warmup, max_graphs)."""
-        cfg = self.config
-        options = dict(step_options or {})
-        autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
-        critic_step = steps_mod.CriticStep(
-            self.critic_ddp, self.optimizer_c, lambda_gp=cfg.lambda_gp, pac=cfg.pac,
-            kind=PENALTY_KINDS.get(cfg.method), mode=cfg.step_mode, scaler=scalers[0],
-            autocast=autocast, gp_every=cfg.gp_every, backend=cfg.backend,
-            penalty_impl=cfg.penalty_impl, return_norms=cfg.method in PENALTY_KINDS,
-            post_step=steps_mod.clip_weights(cfg.clip_value) if cfg.method == "clip" else None,
-            **options)
-        generator_step = steps_mod.GeneratorStep(self.generator_ddp, self.critic,
-                                                 self.optimizer_g, mode=cfg.step_mode,
-                                                 scaler=scalers[1], autocast=autocast,
-                                                 conditional=cfg.conditional, **options)
-        train = steps_mod.TrainStep(critic_step, generator_step, latent_dim=cfg.latent_dim,
-                                    n_critic=cfg.n_critic)
-        try:
-            train.check(self.device)
-        except ValueError as exc:
-            raise ValueError(f"step_mode {cfg.step_mode!r} (--step-mode) cannot run this "
-                             f"configuration: {exc}") from None
-        return train
-
-    @property
-    def critic_step(self) -> steps_mod.CriticStep:
-        """The critic step every iteration runs (its settings: the method's penalty, hooks)."""
-        return self.train_iteration.critic_step
-
-    @property
-    def scaler(self):
-        """The critic step's fp16 GradScaler (None in fp32 and bf16)."""
-        return self.train_iteration.critic_step.scaler
-
-    @scaler.setter
-    def scaler(self, value) -> None:
-        self.train_iteration.critic_step.scaler = value
-
-    @property
-    def scaler_g(self):
-        """The generator step's fp16 GradScaler (None in fp32 and bf16)."""
-        return self.train_iteration.generator_step.scaler
-
-    @scaler_g.setter
-    def scaler_g(self, value) -> None:
-        self.train_iteration.generator_step.scaler = value
-
-    @property
-    def step_mode(self) -> str:
-        """The mode the iterations run in (one of wgangp_fast.steps.MODES but "auto")."""
-        return self.train_iteration.mode or self.train_iteration.requested_mode
-
-    def _build_ema(self) -> nn.Module | None:
-        """The averaged generator of ema_decay > 0: a frozen copy, always in eval mode."""
-        if self.config.ema_decay <= 0:
-            return None
-        ema = copy.deepcopy(self.generator).eval()
-        for p in ema.parameters():
-            p.requires_grad_(False)
-        return ema
-
-    def lazy_adam_factor(self) -> float:
-        """StyleGAN2's lazy-regularisation correction c = k / (k + 1) of the critic's Adam (lr
-        times c, betas to the power c); 1 without lazy_adam_correction or when k = 1."""
-        cfg = self.config
-        if not cfg.lazy_adam_correction or cfg.gp_every == 1 or cfg.method == "clip":
-            return 1.0
-        return cfg.gp_every / (cfg.gp_every + 1)
-
-    def _build_optimizers(self):
-        cfg = self.config
-        if cfg.method == "clip":
-            return (torch.optim.RMSprop(self.generator.parameters(), lr=cfg.clip_lr),
-                    torch.optim.RMSprop(self.critic.parameters(), lr=cfg.clip_lr))
-        betas = (float(cfg.beta1), float(cfg.beta2))
-        c = self.lazy_adam_factor()
-        betas_c = (float(cfg.beta1) ** c, float(cfg.beta2) ** c)
-        return (torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas),
-                torch.optim.Adam(self.critic.parameters(), lr=cfg.lr * c, betas=betas_c))
 
     # -- one step ----------------------------------------------------------------------------
 
@@ -604,7 +391,7 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
         if not folder or not self.is_main_process:
             return
         with lock_output_folder(folder):
-            ckpt_mod.check_free_space(folder, self.checkpoint_bytes(steps))
+            check_free_space(folder, self.checkpoint_bytes(steps))
 
     def _checkpoint_if_new(self, ckpt: str) -> None:
         if self._saved_at != (os.path.realpath(ckpt), self.step):
@@ -737,193 +524,6 @@ class WGANGPTrainer(ConditionalRun, ImageQualityRun):
         finally:
             model.train(was_training)
         return torch.cat(chunks)
-
-    # -- checkpoints -------------------------------------------------------------------------
-
-    def _state_is_finite(self) -> bool:
-        return ckpt_mod.state_is_finite((self.generator, self.critic, self.generator_ema),
-                                        (self.optimizer_g, self.optimizer_c))
-
-    def _check_data_matches(self, state: Dict[str, Any]) -> None:
-        cfg = self.config
-        source = f"the data ({cfg.data_path})" if cfg.data_path else f"dataset {cfg.dataset!r}"
-        saved = state.get("class_names")
-        if self.class_names is not None and saved is not None and saved != self.class_names:
-            raise ckpt_mod.CheckpointError(
-                f"{source} no longer matches the checkpoint: its classes were {saved} and are "
-                f"now {self.class_names}; resume with the data the run started with, or start "
-                f"a new run on this data without --resume")
-        ckpt_mod.check_data_matches(state, self.dataset, source,
-                                    {"generator": self.generator, "critic": self.critic})
-
-    def state_dict(self) -> Dict[str, Any]:
-        """The whole training state. In a distributed run every rank must call it (it gathers
-        each rank's RNG and sampler state under "ranks")."""
-        own = {"rng": ckpt_mod.rng_state(), "sampler": self.sampler.state_dict()}
-        ranks = distributed.gather_objects(own) if self.dist.enabled else []
-        portable = ckpt_mod.portable_optimizer_state
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "config": self.config_dict(),
-            "step": self.step,
-            "critic_iters": self.critic_iters,
-            "train_seconds": self.train_seconds,
-            "generator": self.generator.state_dict(),
-            "critic": self.critic.state_dict(),
-            "optimizer_g": portable(self.optimizer_g.state_dict()),
-            "optimizer_c": portable(self.optimizer_c.state_dict()),
-            "sampler": self.sampler.state_dict(),
-            "rng": ckpt_mod.rng_state(),
-            "fixed_noise": self.fixed_noise.cpu(),
-            "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in self.history.items()},
-            "world_size": self.world_size,
-            "ranks": ranks,
-            "last_gp": float(self._last_gp),
-            "last_norm": float(self._last_norm),
-            "amp_skipped_steps": self.amp_skipped_steps,
-            "data": data_mod.signature(self.dataset),
-            "lr_schedule": {"start": self._lr_segment[0], "factor": self._lr_segment[1]},
-            "class_names": self.class_names,
-            "fid_history": [dict(r) for r in self.fid_history],
-        }
-        if self.generator_ema is not None:
-            state["generator_ema"] = self.generator_ema.state_dict()
-        if self.scaler is not None:
-            state["scaler"] = self.scaler.state_dict()
-            state["scaler_g"] = self.scaler_g.state_dict()
-        return state
-
-    def load_state_dict(self, state: Dict[str, Any], path: str = "the checkpoint") -> None:
-        """Restore a checkpoint's state; it is checked first (check_checkpoint, and against the
-        models this trainer's data builds), so a refused one changes nothing."""
-        ckpt_mod.check_checkpoint(state, path)
-        self._check_data_matches(state)
-        if self.generator_ema is not None and "generator_ema" not in state:
-            raise ValueError("the checkpoint has no averaged generator (generator_ema) but "
-                             "the config has ema_decay > 0")
-        for name in ("optimizer_g", "optimizer_c"):
-            ckpt_mod.check_optimizer_state(state[name], getattr(self, name), path, name)
-        self.generator.load_state_dict(state["generator"])
-        self.critic.load_state_dict(state["critic"])
-        if self.generator_ema is not None:
-            self.generator_ema.load_state_dict(state["generator_ema"])
-        self.optimizer_g.load_state_dict(state["optimizer_g"])
-        self.optimizer_c.load_state_dict(state["optimizer_c"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.fixed_noise = state["fixed_noise"].to(self.device)
-        self.step = int(state["step"])
-        self.critic_iters = int(state["critic_iters"])
-        self.train_seconds = float(state.get("train_seconds", 0.0))
-        # a value a checkpoint of an earlier version did not log reads as not measured
-        self.history = {k: state["history"][k].tolist() if k in state["history"]
-                        else [float("nan")] * self.step for k in HISTORY_KEYS}
-        self._pending = []
-        plan = state.get("lr_schedule") or {}
-        self._lr_segment = (int(plan.get("start", 0)), float(plan.get("factor", 1.0)))
-        self._last_gp = torch.tensor(float(state.get("last_gp", 0.0)), device=self.device)
-        self._last_norm = torch.tensor(float(state.get("last_norm", float("nan"))),
-                                       device=self.device)
-        self.amp_skipped_steps = int(state.get("amp_skipped_steps", 0))
-        self.fid_history = [dict(r) for r in state.get("fid_history") or []]
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-            self.scaler_g.load_state_dict(state["scaler_g"])
-        ranks = state.get("ranks") or []
-        if not self.dist.enabled:
-            ckpt_mod.set_rng_state(state["rng"])
-        elif len(ranks) == self.world_size:
-            self.sampler.load_state_dict(ranks[self.rank]["sampler"])
-            ckpt_mod.set_rng_state(ranks[self.rank]["rng"])
-        else:
-            # saved with another number of ranks: fresh streams, a function of (seed, rank, step)
-            seed = self.config.seed
-            ckpt_mod.seed_all(distributed.derive_seed(seed, self.rank, self.step))
-            self.sampler.generator.manual_seed(
-                distributed.derive_seed(seed * 1009 + 17, self.rank, self.step))
-
-    def save_checkpoint(self, path: str) -> None:
-        """Write the whole training state atomically; refuses a state with NaN/inf weights or
-        optimiser state, so a good checkpoint is never replaced by a broken one. Collective in a
-        distributed run: every rank calls it, rank 0 writes."""
-        # the steps not yet read from the device first: a non-finite loss among them stops the
-        # run here, and the history saved is complete
-        self.flush_logs()
-        # the weights are identical on every rank, so every rank decides the same here
-        if not self._state_is_finite():
-            raise NonFiniteLossError(self.step, {"weights": float("nan")})
-        state = self.state_dict()
-        if self.is_main_process:
-            ckpt_mod.atomic_save(state, path)
-        distributed.barrier()
-        self._saved_at = (os.path.realpath(path), self.step)
-
-    @staticmethod
-    def read_checkpoint(path: str, map_location: Any = "cpu", *,
-                        check: bool = True) -> Dict[str, Any]:
-        """The checkpoint at `path` (wgangp_fast.train.checkpoint.read_checkpoint)."""
-        return ckpt_mod.read_checkpoint(path, map_location, check=check)
-
-    @classmethod
-    def from_checkpoint(cls, path: str, dataset: data_mod.Dataset | None = None, *,
-                        step_options: Dict[str, Any] | None = None,
-                        **overrides: Any) -> WGANGPTrainer:
-        """A trainer in exactly the state saved at `path`. `overrides` may change settings that
-        do not alter the models or the data (config.RESUMABLE: steps, out_dir, checkpoint_every,
-        device, backend, n_eval_samples, step_mode, the logs' settings, and lr_decay_steps, which
-        stretches the rest of a linear decay from the current learning rate: see
-        wgangp_fast.train.schedule); a total past the decay's horizon is refused (validate);
-        `step_options` as for the constructor."""
-        state = cls.read_checkpoint(path)
-        bad = sorted(k for k, v in overrides.items() if v is not None and k not in RESUMABLE)
-        if bad:
-            raise ValueError(f"cannot change {', '.join(bad)} when resuming (only "
-                             f"{', '.join(sorted(RESUMABLE))})")
-        try:
-            saved = WGANGPConfig.from_dict(state["config"])
-        except (TypeError, ValueError) as exc:
-            raise ckpt_mod.CheckpointError(f"{path}: the checkpoint's config is not one this "
-                                           f"version can read ({exc})") from None
-        if saved.dataset == "csv" and "table_transform" not in state["config"]:
-            # written before tables had transforms: its columns were standardised
-            saved = dataclasses.replace(saved, table_transform="standard")
-        if saved.lr_decay == "linear" and saved.lr_decay_steps is None:
-            # written before the horizon was recorded: it was the run's steps
-            saved = dataclasses.replace(saved, lr_decay_steps=saved.steps)
-        cfg = dataclasses.replace(saved, **{k: v for k, v in overrides.items() if v is not None})
-        segment = None
-        if saved.lr_decay == "linear" and cfg.lr_decay_steps != saved.lr_decay_steps:
-            # the horizon moves: the rest of the decay is stretched to it, from the current rate
-            saved_segment = state.get("lr_schedule") or {}
-            segment = schedule.replan(
-                int(state["step"]), saved.lr_decay_steps,
-                (int(saved_segment.get("start", 0)), float(saved_segment.get("factor", 1.0))),
-                cfg.lr_decay_steps)
-        if dataset is None and cfg.dataset == "csv" and "table" in (state.get("data") or {}):
-            # encoded as the run started: its codec, not a new fit of the file
-            try:
-                dataset = data_mod.load_dataset(
-                    "csv", cfg.data_path, categorical=cfg.categorical,
-                    label_column=cfg.label_column, table_codec=state["data"]["table"])
-            except data_mod.TableMismatchError as exc:
-                raise ckpt_mod.CheckpointError(
-                    f"the data ({cfg.data_path}) no longer matches the checkpoint: {exc}; resume "
-                    f"with the data the run started with, or start a new run on this data "
-                    f"without --resume") from None
-        trainer = cls(cfg, dataset=dataset, step_options=step_options)
-        trainer.load_state_dict(state, path)
-        if segment is not None:
-            trainer._lr_segment = segment
-        trainer._saved_at = (os.path.realpath(path), trainer.step)
-        return trainer
-
-    def config_dict(self) -> Dict[str, Any]:
-        """The run's settings as config.json and the checkpoint hold them: the config, with the
-        decay's horizon filled in (lr_decay_steps: steps unless set), so that a resumed run with
-        a new total keeps the schedule it started with."""
-        d = self.config.to_dict()
-        if self.config.lr_decay == "linear":
-            d["lr_decay_steps"] = self.config.decay_horizon()
-        return d
 
     # -- outputs -----------------------------------------------------------------------------
 
