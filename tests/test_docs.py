@@ -376,3 +376,35 @@ def test_notest_fences_render_as_python():
     text = "a\n\n  ```python notest: needs a GPU\n  x = 1\n  ```\n~~~python notest\n~~~\n"
     assert hooks.on_page_markdown(text, page=None, config=None, files=None) == (
         "a\n\n  ```python\n  x = 1\n  ```\n~~~python\n~~~\n")
+
+
+# internal labels a user cannot place: the seed documents' numbers ("seed 002") and issue numbers
+INTERNAL_LABEL = re.compile(r"\bseed[ _-]?0\d\d\b|\bissue #?\d+\b", re.IGNORECASE)
+
+
+def _help_texts() -> List[str]:
+    import argparse
+
+    from wgangp_fast import cli
+
+    parser = cli.build_parser()
+    texts = [parser.format_help()]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            texts += [sub.format_help() for sub in action.choices.values()]
+    return texts
+
+
+def test_no_internal_labels_in_the_readme_the_docs_the_help_or_the_docstrings():
+    found = []
+    sources = PAGES + sorted((ROOT / "wgangp_fast").rglob("*.py")) + sorted(
+        (ROOT / "examples").rglob("*.py"))
+    for path in sources:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if INTERNAL_LABEL.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    for text in _help_texts():
+        found += [f"--help: {line.strip()}" for line in text.splitlines()
+                  if INTERNAL_LABEL.search(line)]
+    assert not found, "\n".join(found)
+    assert INTERNAL_LABEL.search("as in Seed 002") and INTERNAL_LABEL.search("see issue 31")

@@ -393,7 +393,8 @@ def calc_gradient_penalty(discriminator, real_data: Tensor, fake_data: Tensor, d
 
 
 class WassersteinGPLoss:
-    """Seed-003-style loss object: `critic_loss(D, real, fake)` -> (loss, info dict)."""
+    """A WGAN-GP loss object as training scripts write them: `critic_loss(D, real, fake)` ->
+    (loss, info dict)."""
 
     def __init__(self, lambda_gp: float = 10.0, *, pac: int = 1, backend: str = "auto"):
         self.lambda_gp = V.finite("lambda_gp", lambda_gp)

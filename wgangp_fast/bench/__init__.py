@@ -3,7 +3,7 @@
 
     harness.py  the machine, timers, peak memory, the CSV schema (one header for every row)
     ops.py      the op suite: each op of every backend against the eager reference code
-    steps.py    the step suite: the seed loop, the drop-in, CriticStep / TrainStep per mode
+    steps.py    the step suite: the plain loop, the drop-in, CriticStep / TrainStep per mode
     report.py   markdown tables and the chart, from the CSV rows
     cli.py      the command line
 """

@@ -11,7 +11,7 @@ Its variants (the `backend` column):
 - `no_penalty`: the loop without any penalty.
 
 An iteration (name `<critic>-iteration`) is n_critic = 5 critic steps, each on its own real
-batch with fresh noise through the generator, then a generator step: the seed loop for
+batch with fresh noise through the generator, then a generator step: the plain loop for
 `reference` / `wgangp_fast` / `no_penalty`, `wgangp_fast.TrainStep` for the modes. `setup_s` is
 the time a mode spends before its first timed call: compiling, and for the graph modes the
 warm-up calls and the capture.
@@ -113,7 +113,7 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
 
 
 def _seed_critic_step(spec, variant, critic, opt, autocast_dtype):
-    """The seed loop's critic update with the `variant` penalty, as fn(real, fake)."""
+    """The plain loop's critic update with the `variant` penalty, as fn(real, fake)."""
     ref_penalty = reference_penalty(spec)
 
     def step(real, fake):
@@ -141,7 +141,7 @@ def _seed_critic_step(spec, variant, critic, opt, autocast_dtype):
 
 def step_case(spec: CriticSpec, variant: str, critic: torch.nn.Module, real: torch.Tensor,
               fake: torch.Tensor, autocast_dtype: torch.dtype | None) -> Callable[[int], object]:
-    """fn(k): one critic step with the seed loop's structure and the `variant` penalty."""
+    """fn(k): one critic step with the plain loop's structure and the `variant` penalty."""
     step = _seed_critic_step(spec, variant, critic, _adam(critic), autocast_dtype)
     return lambda k: step(real, fake)
 

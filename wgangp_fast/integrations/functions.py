@@ -46,18 +46,21 @@ def _seed_penalty(critic, real: Tensor, fake: Tensor, device, lambda_gp) -> Tens
 
 
 def compute_gradient_penalty(critic, real: Tensor, fake: Tensor, device) -> Tensor:
-    """Seed 002: mean over samples of (||d critic(x_hat) / d x_hat|| - 1)^2, not scaled."""
+    """The penalty function of MLP training loops `(critic, real, fake, device)`: the mean over
+    samples of (||d critic(x_hat) / d x_hat|| - 1)^2, not scaled (the caller multiplies)."""
     return _seed_penalty(critic, real, fake, device, 1.0)
 
 
 def gradient_penalty(D, real_data: Tensor, fake_data: Tensor, device,
                      lambda_gp: float = 10) -> Tensor:
-    """Seed 003: lambda_gp * mean over samples of (||d D(x_hat) / d x_hat|| - 1)^2."""
+    """The penalty function `(D, real_data, fake_data, device, lambda_gp=10)`: lambda_gp times the
+    mean over samples of (||d D(x_hat) / d x_hat|| - 1)^2."""
     return _seed_penalty(D, real_data, fake_data, device, lambda_gp)
 
 
 class WassersteinGANLoss:
-    """Seed 003's WGAN-GP loss object with the fused penalty inside."""
+    """A WGAN-GP loss object (critic loss with the penalty, generator loss) with the fused
+    penalty inside."""
 
     def __init__(self, lambda_gp: float = 10):
         V.finite("lambda_gp", lambda_gp)
@@ -65,7 +68,7 @@ class WassersteinGANLoss:
 
     def critic_loss(self, D, real_data: Tensor, fake_data: Tensor,
                     device) -> Tuple[Tensor, Dict[str, float]]:
-        """-(E[D(real)] - E[D(fake)]) + GP, and the seed's dict of floats."""
+        """-(E[D(real)] - E[D(fake)]) + GP, and a dict of the floats it logs (wasserstein, gp, d_real, d_fake)."""
         d_real = D(real_data)
         d_fake = D(fake_data)
         wasserstein_distance = d_real.mean() - d_fake.mean()
