@@ -12,6 +12,8 @@ import pytest
 from wgangp_fast import cli
 from wgangp_fast.train import fid as fid_mod
 
+from .files import write_class_pngs
+
 PIL = pytest.importorskip("PIL.Image")
 pytest.importorskip("torchvision")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -20,13 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture
 def pets(tmp_path):
     rng = np.random.default_rng(0)
-    root = tmp_path / "pets"
-    for k, name in enumerate(["cat", "dog", "owl"]):
-        (root / name).mkdir(parents=True)
-        for i in range(4):
-            img = rng.integers(0, 60, (10, 12, 3), dtype=np.uint8)
-            img[:, :, k] += 180
-            PIL.fromarray(img).save(root / name / f"{i}.png")
+    root = write_class_pngs(tmp_path / "pets", (10, 12, 3), 4, rng)
     PIL.fromarray(rng.integers(0, 255, (10, 12), dtype=np.uint8)).save(root / "owl" / "g.png")
     return root
 

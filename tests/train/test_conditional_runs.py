@@ -14,6 +14,8 @@ from wgangp_fast.train.checkpoint import CheckpointError
 from wgangp_fast.train.models_conditional import ConditionalGenerator, ProjectionCritic
 from wgangp_fast.train.models_resnet import ResNetCritic
 
+from ..files import write_class_pngs
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 PIL = pytest.importorskip("PIL.Image")
 
@@ -28,15 +30,7 @@ def small(dataset="digits", **kw):
 @pytest.fixture
 def pets(tmp_path):
     """16x16 PNGs in three class subfolders (a colour cue per class)."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "pets"
-    for k, name in enumerate(["cat", "dog", "owl"]):
-        (root / name).mkdir(parents=True)
-        for i in range(6):
-            img = rng.integers(0, 60, (16, 16, 3), dtype=np.uint8)
-            img[:, :, k] += 180
-            PIL.fromarray(img).save(root / name / f"{i}.png")
-    return root
+    return write_class_pngs(tmp_path / "pets", (16, 16, 3), 6, np.random.default_rng(0))
 
 
 def _weights(t):

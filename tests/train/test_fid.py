@@ -18,6 +18,8 @@ from torch import nn
 from wgangp_fast.train import WGANGPConfig, WGANGPTrainer
 from wgangp_fast.train import fid as fid_mod
 
+from ..files import RunsCode
+
 pytest.importorskip("torchmetrics")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -125,19 +127,11 @@ def test_absent_inception_weights_are_one_line_naming_the_file_and_where(tmp_pat
         fid_mod.inception_network(str(tmp_path / "nope.pth"))
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
-
-
 def test_a_weights_file_that_would_run_code_is_read_as_weights_only(tmp_path):
     pytest.importorskip("torch_fidelity")
     marker = tmp_path / "pwned"
     path = tmp_path / "weights.pth"
-    torch.save({"x": _RunsCode(marker)}, path)  # torch.save pickles the object as it is
+    torch.save({"x": RunsCode(marker)}, path)  # torch.save pickles the object as it is
     with pytest.raises(fid_mod.MetricsUnavailable) as info:
         fid_mod.inception_network(str(path))
     assert "could not be loaded as weights only" in str(info.value)

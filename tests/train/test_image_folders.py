@@ -19,6 +19,8 @@ from wgangp_fast.train import data
 from wgangp_fast.train.data import cache as cache_mod
 from wgangp_fast.train.data import folders, standard
 
+from ..files import RunsCode
+
 PIL = pytest.importorskip("PIL.Image")
 pytest.importorskip("torchvision")
 
@@ -342,23 +344,13 @@ def test_cifar10_python_version_through_the_arrays_only_unpickler(tmp_path):
     assert ds.class_names[0] == "c0"
 
 
-class _RunsCode:
-    """What a crafted pickle holds: unpickling it calls exec, which writes a marker file."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
-
-
 def test_a_crafted_cifar10_pickle_is_refused_without_running(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     marker = tmp_path / "pwned"
     pixels, labels = _cifar_arrays()
     with open(folder / "data_batch_1", "wb") as f:
-        pickle.dump({"data": _RunsCode(marker), "labels": labels}, f, protocol=2)
+        pickle.dump({"data": RunsCode(marker), "labels": labels}, f, protocol=2)
     # the pickle really runs code under a plain pickle.load (torchvision's reader)
     with open(folder / "data_batch_1", "rb") as f:
         pickle.load(f)
@@ -371,7 +363,7 @@ def test_a_crafted_cifar10_pickle_is_refused_without_running(tmp_path):
     assert "refused global __builtin__.exec" in msg and "\n" not in msg  # protocol 2 names
     assert not marker.exists()
     # the unpickler alone, on other globals
-    for payload in (pickle.dumps(os.system), pickle.dumps(_RunsCode(marker))):
+    for payload in (pickle.dumps(os.system), pickle.dumps(RunsCode(marker))):
         with pytest.raises(pickle.UnpicklingError, match="refused global"):
             standard.ArraysOnlyUnpickler(io.BytesIO(payload)).load()
     assert not marker.exists()
