@@ -201,3 +201,23 @@ def test_a_conditional_run_refuses_an_unknown_class_and_a_plain_run_any(runs, tm
     assert cli.main(["sample", str(runs["digits"]), "-n", "4", "--out",
                      str(tmp_path / "y.npy"), "--label", "3"]) == 2
     assert "is not conditional" in capsys.readouterr().err
+
+
+def test_a_conditional_table_is_written_with_each_rows_class(tmp_path):
+    # the class column of a CSV table, drawn at the data's frequencies: each written row carries
+    # the class its batch was generated for (several batches, so a misaligned batch would show)
+    rows = ["x,kind,y"] + [f"{i % 7 + (3 if i % 3 == 0 else 0)},{'ab'[i % 3 == 0]},{i % 5}"
+                           for i in range(60)]
+    (tmp_path / "kinds.csv").write_text("\n".join(rows) + "\n")
+    t, folder = _run(tmp_path, "csv", label_column="kind", conditional=True, batch_size=20, pac=5,
+                     data_path=str(tmp_path / "kinds.csv"))
+    want = sample(str(folder), 50, seed=2, batch_size=16)
+    out = tmp_path / "synthetic.csv"
+    assert cli.main(["sample", str(folder), "-n", "50", "--seed", "2", "--batch", "16",
+                     "--out", str(out)]) == 0
+    with open(out, newline="") as f:
+        written = list(csv.reader(f))
+    assert written[0] == ["x", "y", "kind"] and len(written) == 51
+    assert [r[2] for r in written[1:]] == want["classes"]
+    assert {"a", "b"} == set(want["classes"])
+    assert [int(r[1]) for r in written[1:]] == [int(v) for v in want["samples"]["y"]]

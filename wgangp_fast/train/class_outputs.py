@@ -15,7 +15,7 @@ import torch
 from . import data as data_mod
 from .outputs import _pyplot, image_canvas
 
-__all__ = ["class_file_name", "write_class_outputs"]
+__all__ = ["class_file_name", "safe_class_name", "write_class_outputs", "write_labelled_csv"]
 
 
 def safe_class_name(name: str) -> str:
@@ -28,17 +28,26 @@ def class_file_name(index: int, name: str) -> str:
     return f"{index}-{safe_class_name(name)}.png"
 
 
+def write_labelled_csv(path: str, dataset, names, parts) -> None:
+    """A table's samples in its own units with its class column (the run's --label-column, else
+    "label") holding each row's class name; `parts` yields (samples in model space, class
+    indices) a batch at a time."""
+    column = getattr(dataset, "label_column", None) or "label"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(list(dataset.codec.names) + [column])
+        for x, labels in parts:
+            writer.writerows(row + [names[k]] for row, k in
+                             zip(dataset.codec.decode_rows(x), labels))
+
+
 def write_class_outputs(trainer, folder: str, samples: np.ndarray, labels: np.ndarray) -> None:
     names = trainer.class_names
     np.save(os.path.join(folder, "samples_labels.npy"), labels.astype(np.int64))
     dataset = trainer.dataset
     if isinstance(dataset, data_mod.TabularDataset):
-        rows = dataset.decode_rows(samples)
-        column = getattr(dataset, "label_column", None) or "label"
-        with open(os.path.join(folder, "samples.csv"), "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(list(dataset.columns) + [column])
-            writer.writerows(row + [names[k]] for row, k in zip(rows, labels))
+        write_labelled_csv(os.path.join(folder, "samples.csv"), dataset, names,
+                           [(samples, labels)])
         return
     if dataset.kind != "image":
         return

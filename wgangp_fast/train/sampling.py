@@ -38,7 +38,8 @@ import torch
 
 from . import data as data_mod
 from . import outputs as outputs_mod
-from .checkpoint import CHECKPOINT_NAME
+from .class_outputs import safe_class_name, write_labelled_csv
+from .folder import CHECKPOINT_NAME
 
 __all__ = ["FORMATS", "sample", "sample_format", "checkpoint_of"]
 
@@ -207,15 +208,8 @@ def _write(dataset, batches, n: int, out: str, fmt: str, trainer, seed: int,
         return out
     if fmt == "csv":
         if drawn is not None:
-            import csv
-
-            column = getattr(dataset, "label_column", None) or "label"
-            with open(out, "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(list(dataset.codec.names) + [column])
-                for x in batches:
-                    writer.writerows(row + [names[k]] for row, k
-                                     in zip(dataset.codec.decode_rows(x), drawn[-1]))
+            # drawn[-1]: the classes of the batch just generated
+            write_labelled_csv(out, dataset, names, ((x, drawn[-1]) for x in batches))
             return out
         with open(out, "w", newline="") as f:
             for i, x in enumerate(batches):
@@ -235,8 +229,6 @@ def _write(dataset, batches, n: int, out: str, fmt: str, trainer, seed: int,
                 folder = out
                 if drawn is not None:
                     # one subfolder per class: the layout --images reads back as labels
-                    from .class_outputs import safe_class_name
-
                     folder = os.path.join(out, safe_class_name(names[int(drawn[-1][i])]))
                     os.makedirs(folder, exist_ok=True)
                 plt.imsave(os.path.join(folder, f"{done:0{width}d}.png"),
